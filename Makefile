@@ -14,7 +14,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT ?= -O2
 WARN := -Wall -Wextra -Werror -Wmissing-prototypes -Wshadow -Wno-unused-parameter
-CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -I. -DPGPILOT_VERSION='"$(VERSION)"' $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+CFLAGS := -std=gnu11 -D_GNU_SOURCE $(OPT) -g $(WARN) -I. -DPGPILOT_VERSION='"$(VERSION)"' $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := $(PKG_LIBS) -lm
 
 ifeq ($(V),1)
@@ -59,6 +59,7 @@ UNIT_BIN := $(patsubst test/unit/%.c,$(BUILD)/bin/%,$(UNIT_SRC))
 # flow one way); a pooler test links only pooler/<module>.o, pooler/log.o and whatever
 # test_pooler_<module>_DEPS lists, so the rest of pooler/ being edited does not block it.
 LOWER_LIBS := $(BUILD)/libha.a $(BUILD)/libdns.a $(BUILD)/libprotocol.a
+test_pooler_config_DEPS := pooler/ini.o pooler/userlist.o
 pooler_objs = $(BUILD)/pooler/$(patsubst test_pooler_%,%,$(1)).o $(BUILD)/pooler/log.o \
 	$(addprefix $(BUILD)/,$($(1)_DEPS))
 libs_for = $(if $(findstring test_pooler_,$(1)),$(call pooler_objs,$(1)) $(LOWER_LIBS),\

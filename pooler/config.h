@@ -81,6 +81,9 @@ typedef struct AuthUser {
 	ScramSecret scram; /* when kind == SECRET_SCRAM */
 } AuthUser;
 
+#define CONFIG_MAX_SECTIONS 8
+struct ConfigSection;
+
 typedef struct Config {
 	/* [pgpilot] / [pgbouncer] settings: names and defaults as PgBouncer's */
 	char *listen_addr;
@@ -147,6 +150,11 @@ typedef struct Config {
 	int n_auth_users;
 
 	char *config_file; /* the main file, absolute */
+
+	/* Data of the registered sections ([cluster], [dns], ...), see config_register_section(). */
+	const struct ConfigSection *section_defs[CONFIG_MAX_SECTIONS];
+	void *section_data[CONFIG_MAX_SECTIONS];
+	int n_sections;
 } Config;
 
 typedef enum OptType {
@@ -157,14 +165,25 @@ typedef enum OptType {
 	OPT_POOLMODE,
 	OPT_AUTHTYPE,
 	OPT_MODE_OCT, /* octal int (unix_socket_mode) */
+	OPT_ROLE,     /* RouteRole: primary, replica, prefer_replica, any */
+	OPT_BYTES,    /* int64_t byte count; kB/MB/GB/TB suffixes (1024 based) allowed */
 } OptType;
+
+/*
+ * Extra check of an option's text after the type parse succeeded. Returns false with a message
+ * in <msg> to reject the value; returns true with a non-empty <msg> to accept it with a warning.
+ */
+typedef bool (*ConfigCheckFn)(const char *value, char *msg, size_t msglen);
 
 typedef struct ConfigOption {
 	const char *name;
 	OptType type;
 	size_t offset;	 /* into Config */
 	bool reloadable; /* can change at RELOAD / SET without restart */
-	const char *defval;
+	const char *defval;	 /* parsed into a fresh Config; NULL = zero / NULL */
+	int64_t min, max;	 /* OPT_INT, OPT_MODE_OCT, OPT_TIME (seconds), OPT_BYTES;
+				  * both 0 = [0, INT_MAX] */
+	ConfigCheckFn check;	 /* optional */
 } ConfigOption;
 
 /* The [pgpilot] option table, NULL-terminated. */
@@ -179,6 +198,48 @@ typedef struct ConfigErrors {
 } ConfigErrors;
 
 void config_errors_cleanup(ConfigErrors *e);
+/* Append "file:line: message" (or "file: message" when line is 0, or just the message when file
+ * is NULL) to the errors or the warnings. Used by the loader and by section validators. */
+void config_error(ConfigErrors *e, const char *file, int line, const char *fmt, ...) _PRINTF(4, 5);
+void config_warning(ConfigErrors *e, const char *file, int line, const char *fmt, ...)
+	_PRINTF(4, 5);
+
+/*
+ * Section registry (style.md rule 26: one option table per section, owned by its subsystem).
+ * A section is registered once at start-up, before the first config_load(); every Config then
+ * carries a zeroed struct of <size> bytes for it, filled with defaults and from the file, and
+ * freed by config_free(). A section that nobody registered is ignored with one warning. The
+ * [pgpilot] table itself is not registered: it is config_options.
+ *
+ * Two forms. Table form: <options> is a ConfigOption table with offsets into the struct; the
+ * loader does defaults, parsing, unknown-key warnings, freeing of OPT_STRING fields and RELOAD
+ * itself. Callback form (<options> NULL): for ha/ and dns/, which cannot use pooler types and
+ * keep their own tables (e.g. dns_config_options), the glue in pooler/ wraps their functions in
+ * init/cleanup/set/reload.
+ */
+typedef struct ConfigSection {
+	const char *name;	     /* without brackets, e.g. "cluster" */
+	const ConfigOption *options; /* table form: NULL-terminated; offsets into the struct */
+	size_t size;		     /* sizeof the section's struct */
+	/* Optional cross-checks once the whole file is read: false with a message in <err>. */
+	bool (*validate)(void *data, char *err, size_t errlen);
+
+	/* Callback form (all optional except set): */
+	void (*init)(void *data);    /* fill defaults into the zeroed struct */
+	void (*cleanup)(void *data); /* free what the struct owns (not the struct) */
+	/* one "key = value": false with a message in <err> (reported as an error at the line) */
+	bool (*set)(void *data, const char *key, const char *value, char *err, size_t errlen);
+	/* RELOAD: put restart-only values of <old> back into <newdata>, config_warning() each;
+	 * true when nothing had to be kept */
+	bool (*reload)(void *newdata, const void *olddata, ConfigErrors *errs);
+} ConfigSection;
+
+/* False when the registry is full or the name is taken. <sec> must stay valid (static). */
+bool config_register_section(const ConfigSection *sec) _MUSTCHECK;
+/* Forget every registered section (tests). Configs loaded before must be freed first. */
+void config_unregister_sections(void);
+/* The struct of section <name> in <cfg>, or NULL when no such section is registered. */
+void *config_section_data(const Config *cfg, const char *name);
 
 /*
  * Load <path> (following %include) and its auth_file into a new Config. Returns NULL when any
@@ -195,9 +256,26 @@ bool config_load_auth_file(Config *cfg, const char *path, ConfigErrors *errs) _M
 const ConfigOption *config_find_option(const char *name);
 /* Current value of an option as text (SHOW CONFIG); writes into buf. */
 const char *config_format_option(const Config *cfg, const ConfigOption *opt, char *buf, size_t len);
-/* Parse <value> into cfg (SET and the loader); false with a message in err. */
+/* Parse <value> into cfg (SET and the loader); false with a message in err. On success err may
+ * hold a warning (e.g. a TLS mode that is accepted but treated as "disable"), else "". Does not
+ * look at opt->reloadable: SET must refuse non-reloadable options itself. */
 bool config_set_option(Config *cfg, const ConfigOption *opt, const char *value, char *err,
 		       size_t errlen) _MUSTCHECK;
+/* The same two on any option table: <base> is the struct the table's offsets point into. */
+const char *config_option_format(const void *base, const ConfigOption *opt, char *buf, size_t len);
+bool config_option_parse(void *base, const ConfigOption *opt, const char *value, char *err,
+			 size_t errlen) _MUSTCHECK;
+/* Option <name> in a NULL-terminated table (case-insensitive), or NULL. */
+const ConfigOption *config_table_find(const ConfigOption *table, const char *name);
+
+/*
+ * RELOAD: for every option that is not reloadable and differs between <old> and <newcfg> (main
+ * section and registered sections), put the old value back into <newcfg> and add a warning.
+ * Returns true when nothing had to be kept back, false when a restart is needed to apply all.
+ */
+bool config_apply_reload(Config *newcfg, const Config *old, ConfigErrors *errs);
+
+/* Exact name; else the "*" fallback entry when there is one; else NULL. */
 const DatabaseCfg *config_find_database(const Config *cfg, const char *name);
 const UserCfg *config_find_user(const Config *cfg, const char *name);
 const AuthUser *config_find_auth_user(const Config *cfg, const char *name);

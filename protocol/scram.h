@@ -32,6 +32,7 @@ typedef struct ScramServer {
 	char *client_first_bare;  /* malloc'd */
 	char *server_first;	  /* malloc'd */
 	char nonce[96];		  /* client nonce + server nonce */
+	char cbind_flag;	  /* gs2 flag of client-first ('n' or 'y'), checked in client-final */
 	uint8_t client_key[SCRAM_KEY_LEN]; /* recovered from the proof, valid when DONE */
 	char err[SCRAM_ERR_LEN];
 } ScramServer;

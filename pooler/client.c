@@ -1,0 +1,749 @@
+/* pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
+ *
+ * Client connections: startup phase, authentication, and the logged-in data path. The client's
+ * messages are only looked at by type: the body of a query is never parsed. A request needs a
+ * server; in transaction and statement mode the server goes back to the pool when it reports
+ * ReadyForQuery 'I' with nothing outstanding (server.c sees that and releases it).
+ *
+ * Interface: client_accept, client_finish_login, client_server_lost, client_send,
+ * client_send_error.
+ */
+#include "pooler/client.h"
+#include "pooler/admin.h"
+#include "pooler/pool.h"
+#include "pooler/server.h"
+#include "protocol/packet.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* PostgreSQL authentication request codes */
+#define AUTH_REQ_OK 0
+#define AUTH_REQ_PASSWORD 3
+#define AUTH_REQ_MD5 5
+#define AUTH_REQ_SASL 10
+#define AUTH_REQ_SASL_CONT 11
+#define AUTH_REQ_SASL_FIN 12
+
+static SbufAction client_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const uint8_t *pkt,
+				   uint32_t avail);
+static void client_close_cb(Sbuf *sb, const char *reason);
+
+static const SbufOps client_startup_ops = {
+	.on_packet = client_packet_cb,
+	.on_close = client_close_cb,
+	.on_flushed = NULL,
+	.startup_framing = true,
+};
+
+bool client_send(Client *c, const void *data, size_t len)
+{
+	if (sbuf_send(&c->sbuf, data, len))
+		return true;
+	disconnect_client(c, NULL, "could not send to client");
+	return false;
+}
+
+/* Build one message in a stack buffer and send it. */
+#define CLIENT_SEND_BUILT(c, pb) ((pb).failed ? false : client_send((c), (pb).buf, (pb).len))
+
+bool client_send_error(Client *c, const char *sqlstate, const char *msg)
+{
+	uint8_t tmp[600];
+	PktBuf pb;
+
+	pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	pktbuf_write_error(&pb, "ERROR", sqlstate, msg);
+	return CLIENT_SEND_BUILT(c, pb);
+}
+
+/* An ERROR plus ReadyForQuery: the client may go on. */
+static bool client_send_error_ready(Client *c, const char *sqlstate, const char *msg)
+{
+	uint8_t tmp[640];
+	PktBuf pb;
+
+	pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	pktbuf_write_error(&pb, "ERROR", sqlstate, msg);
+	pktbuf_write_ready(&pb, 'I');
+	c->tx_state = 'I';
+	return CLIENT_SEND_BUILT(c, pb);
+}
+
+void client_accept(int fd, const PgAddr *addr)
+{
+	Client *c;
+
+	if (n_clients_total >= cfg->max_client_conn || pooler_shutting_down) {
+		uint8_t tmp[256];
+		PktBuf pb;
+		ssize_t n;
+
+		pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+		if (pooler_shutting_down)
+			pktbuf_write_error(&pb, "FATAL", "57P01", "pooler is shutting down");
+		else
+			pktbuf_write_error(&pb, "FATAL", "53300",
+					   "no more connections allowed (max_client_conn)");
+		n = send(fd, pb.buf, pb.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)n;
+		close(fd);
+		if (!pooler_shutting_down)
+			log_warning("refused a connection: no more connections allowed (max_client_conn %d)",
+				    cfg->max_client_conn);
+		return;
+	}
+	c = client_alloc();
+	if (!c || !(c->login = calloc(1, sizeof(ClientLogin)))) {
+		log_error("out of memory accepting a client");
+		if (c)
+			client_free_raw(c);
+		close(fd);
+		return;
+	}
+	c->addr = *addr;
+	c->tx_state = 'I';
+	c->connect_time = get_cached_time();
+	if (!sbuf_accept(&c->sbuf, fd, &client_startup_ops)) {
+		log_error("could not watch a client socket");
+		free(c->login);
+		client_free_raw(c);
+		close(fd);
+		return;
+	}
+	c->sbuf.max_packet = STARTUP_MAX_LEN;
+	cancel_register(c);
+	if (RAND_bytes((uint8_t *)&c->cancel_key, sizeof(c->cancel_key)) != 1)
+		c->cancel_key = (uint32_t)random();
+	n_clients_total++;
+	change_client_state(c, CL_LOGIN);
+}
+
+static void client_close_cb(Sbuf *sb, const char *reason)
+{
+	Client *c = (Client *)sb;
+
+	if (strcmp(reason, "invalid packet length") == 0)
+		disconnect_client(c, "08P01", "invalid message length");
+	else if (c->state == CL_LOGIN)
+		disconnect_client(c, NULL, "client disconnected during login: %s", reason);
+	else
+		disconnect_client(c, NULL, "client unexpected eof: %s", reason);
+}
+
+/* --- startup phase --- */
+
+static void client_handle_cancel(Client *c, const uint8_t *pkt, uint32_t total)
+{
+	uint32_t id, key;
+	Client *target;
+
+	if (!pkt_parse_cancel(pkt, total, &id, &key)) {
+		disconnect_client(c, NULL, "invalid cancel request");
+		return;
+	}
+	target = cancel_lookup(id, key);
+	if (target && target->link)
+		server_send_cancel(target->link);
+	else if (target)
+		log_debug("cancel request for a client with no server: nothing to cancel");
+	else
+		log_debug("cancel request with an unknown key");
+	/* a cancel connection gets no answer, as with PostgreSQL */
+	c->cancel_only = true;
+	disconnect_client(c, NULL, "cancel request handled");
+}
+
+/* Is a startup parameter one we may accept? Tracked ones are kept, ignored ones dropped. */
+static bool client_accept_param(Client *c, const char *name, const char *value)
+{
+	if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0)
+		return true;
+	if (varcache_set(&c->vars, name, value))
+		return true;
+	if (config_list_contains(cfg->ignore_startup_parameters, name))
+		return true;
+	return false;
+}
+
+static bool client_is_admin_user(const char *user, bool *power)
+{
+	*power = config_list_contains(cfg->admin_users, user);
+	return *power || config_list_contains(cfg->stats_users, user);
+}
+
+/* The secret a client must prove, from auth_file. NULL for an unknown user. */
+static const User *client_auth_user(Client *c)
+{
+	const AuthUser *au = config_find_auth_user(cfg, c->login->user);
+
+	if (!au)
+		return NULL;
+	return user_lookup_or_create(c->login->user);
+}
+
+static bool client_send_auth_request(Client *c, uint32_t code, const void *data, size_t len)
+{
+	uint8_t tmp[128];
+	PktBuf pb;
+
+	pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	pktbuf_write_auth_request(&pb, code, data, len);
+	return CLIENT_SEND_BUILT(c, pb);
+}
+
+static void client_auth_failed(Client *c)
+{
+	const char *method = c->login->auth_method == AUTH_SCRAM ? "SCRAM" : "password";
+
+	if (c->login->auth_method == AUTH_SCRAM)
+		disconnect_client(c, "28P01", "password authentication failed for user \"%s\"",
+				  c->login->user);
+	else
+		disconnect_client(c, "28P01", "%s authentication failed for user \"%s\"",
+				  method, c->login->user);
+}
+
+/* The user is known to be who they say: pick the pool and finish or wait. */
+static void client_authenticated(Client *c)
+{
+	Database *db = database_lookup(c->login->database);
+	User *u, *login_user;
+	Pool *p;
+
+	if (!db) {
+		disconnect_client(c, "3D000", "no such database: %s", c->login->database);
+		return;
+	}
+	u = user_lookup_or_create(c->login->user);
+	if (!u) {
+		disconnect_client(c, "53200", "out of memory");
+		return;
+	}
+	login_user = db->admin ? u : database_login_user(db, u);
+	p = pool_lookup_or_create(db, login_user);
+	if (!p) {
+		disconnect_client(c, "53200", "out of memory");
+		return;
+	}
+	/* keep what lets us log into the server as this user without knowing a password */
+	if (c->login->scram_started && c->scram_done && login_user == u && u->kind == SECRET_SCRAM) {
+		memcpy(u->scram_client_key, c->login->scram.client_key, SCRAM_KEY_LEN);
+		memcpy(u->scram_server_key, u->scram.server_key, SCRAM_KEY_LEN);
+		u->have_scram_keys = true;
+	}
+	if (c->login->password && login_user == u && u->kind != SECRET_PLAIN) {
+		free(u->passthrough_password);
+		u->passthrough_password = strdup(c->login->password);
+	}
+	c->pool = p;
+	u->client_count++;
+	if (db->admin) {
+		client_finish_login(c);
+		return;
+	}
+	if (p->have_welcome) {
+		client_finish_login(c);
+		return;
+	}
+	/* the welcome (server parameters) comes from the pool's first server */
+	c->request_time = get_cached_time();
+	change_client_state(c, CL_WAITING_LOGIN);
+	pool_activate(p);
+}
+
+static void client_start_auth(Client *c)
+{
+	ClientLogin *lg = c->login;
+	const User *u;
+	int method = cfg->auth_type;
+
+	if (c->admin && (method == AUTH_TRUST || method == AUTH_ANY)) {
+		client_authenticated(c);
+		return;
+	}
+	if (method == AUTH_ANY) {
+		client_authenticated(c);
+		return;
+	}
+	u = client_auth_user(c);
+	if (method == AUTH_TRUST) {
+		if (!u && cfg->auth_file) {
+			disconnect_client(c, "28000", "no such user: %s", lg->user);
+			return;
+		}
+		client_authenticated(c);
+		return;
+	}
+	/* md5 with a SCRAM verifier must use SCRAM, as PostgreSQL does */
+	if (method == AUTH_MD5 && u && u->kind == SECRET_SCRAM)
+		method = AUTH_SCRAM;
+	lg->auth_method = method;
+	if (method == AUTH_PLAIN) {
+		client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
+	} else if (method == AUTH_MD5) {
+		if (RAND_bytes(lg->md5_salt, 4) != 1) {
+			disconnect_client(c, "58000", "could not generate random salt");
+			return;
+		}
+		client_send_auth_request(c, AUTH_REQ_MD5, lg->md5_salt, 4);
+	} else {
+		static const char mech[] = SCRAM_MECHANISM "\0";
+		ScramSecret secret;
+
+		if (u && u->kind == SECRET_SCRAM) {
+			secret = u->scram;
+		} else if (u && u->kind == SECRET_PLAIN) {
+			if (!scram_secret_from_password(u->secret, &secret)) {
+				disconnect_client(c, "58000", "could not derive a SCRAM secret");
+				return;
+			}
+		} else {
+			/* unknown user or an md5 secret: run the exchange and fail at the end, so
+			 * that a client cannot tell which users exist */
+			memset(&secret, 0, sizeof(secret));
+			secret.iterations = 4096;
+			secret.salt_len = 16;
+			if (RAND_bytes(secret.salt, 16) != 1 ||
+			    RAND_bytes(secret.stored_key, SCRAM_KEY_LEN) != 1) {
+				disconnect_client(c, "58000", "could not generate random data");
+				return;
+			}
+		}
+		scram_server_init(&lg->scram, &secret);
+		lg->scram_started = true;
+		client_send_auth_request(c, AUTH_REQ_SASL, mech, sizeof(mech));
+	}
+}
+
+/* Check a clear-text password against the user's secret. */
+static bool client_check_plain(const User *u, const char *user, const char *password)
+{
+	char md5[MD5_PASSWD_LEN + 1];
+
+	if (!u || !u->secret)
+		return false;
+	switch (u->kind) {
+	case SECRET_PLAIN:
+		return strlen(u->secret) == strlen(password) &&
+		       CRYPTO_memcmp(u->secret, password, strlen(password)) == 0;
+	case SECRET_MD5:
+		return md5_password_hash(user, password, md5) &&
+		       CRYPTO_memcmp(md5, u->secret, MD5_PASSWD_LEN) == 0;
+	case SECRET_SCRAM: {
+		ScramServer probe;
+		ScramClient cl;
+		char *m1 = NULL, *m2 = NULL, *m3 = NULL, *m4 = NULL;
+		bool ok;
+
+		/* run both sides of SCRAM in memory: the password is right if the proof verifies */
+		scram_server_init(&probe, &u->scram);
+		scram_client_init_password(&cl, password);
+		ok = scram_client_first(&cl, &m1) && scram_server_first(&probe, m1, strlen(m1), &m2) &&
+		     scram_client_final(&cl, m2, strlen(m2), &m3) &&
+		     scram_server_final(&probe, m3, strlen(m3), &m4);
+		free(m1);
+		free(m2);
+		free(m3);
+		free(m4);
+		scram_server_cleanup(&probe);
+		scram_client_cleanup(&cl);
+		return ok;
+	}
+	default:
+		return false;
+	}
+}
+
+static void client_handle_password(Client *c, const uint8_t *pkt, uint32_t total)
+{
+	ClientLogin *lg = c->login;
+	const uint8_t *body = pkt + 5;
+	size_t blen = total - 5;
+	const User *u = client_auth_user(c);
+
+	if (lg->auth_method == AUTH_PLAIN || lg->auth_method == AUTH_MD5) {
+		size_t off = 0;
+		const char *pw = pkt_get_string(body, blen, &off);
+		char expect[MD5_PASSWD_LEN + 1];
+		bool ok = false;
+
+		if (!pw || off != blen) {
+			disconnect_client(c, "08P01", "invalid password packet");
+			return;
+		}
+		if (lg->auth_method == AUTH_PLAIN) {
+			ok = client_check_plain(u, lg->user, pw);
+			if (ok && u->kind == SECRET_PLAIN)
+				; /* the server can use the stored password */
+			else if (ok)
+				lg->password = strdup(pw);
+		} else if (u && (u->kind == SECRET_PLAIN || u->kind == SECRET_MD5)) {
+			char md5secret[MD5_PASSWD_LEN + 1];
+			const char *sec = u->secret;
+
+			if (u->kind == SECRET_PLAIN) {
+				if (!md5_password_hash(lg->user, u->secret, md5secret))
+					goto fail;
+				sec = md5secret;
+			}
+			ok = md5_salted_response(sec, lg->md5_salt, expect) &&
+			     strlen(pw) == MD5_PASSWD_LEN &&
+			     CRYPTO_memcmp(expect, pw, MD5_PASSWD_LEN) == 0;
+		}
+		if (!ok)
+			goto fail;
+		client_authenticated(c);
+		return;
+	}
+	/* SCRAM: SASLInitialResponse, then SASLResponse */
+	if (lg->scram.state == SCRAM_INIT) {
+		size_t off = 0;
+		const char *mech = pkt_get_string(body, blen, &off);
+		uint32_t dlen;
+		char *out = NULL;
+
+		if (!mech || off + 4 > blen) {
+			disconnect_client(c, "08P01", "malformed SASLInitialResponse message");
+			return;
+		}
+		if (strcmp(mech, SCRAM_MECHANISM) != 0) {
+			disconnect_client(c, "28000",
+					  "client selected an invalid SASL authentication mechanism");
+			return;
+		}
+		dlen = get_be32(body + off);
+		off += 4;
+		if (dlen == 0xffffffffu || dlen != blen - off) {
+			disconnect_client(c, "08P01", "malformed SASLInitialResponse message");
+			return;
+		}
+		if (!scram_server_first(&lg->scram, (const char *)body + off, dlen, &out)) {
+			slog_client(LOG_LVL_WARNING, c, "SCRAM: %s", lg->scram.err);
+			disconnect_client(c, "08P01", "malformed SCRAM message");
+			return;
+		}
+		client_send_auth_request(c, AUTH_REQ_SASL_CONT, out, strlen(out));
+		free(out);
+		return;
+	} else {
+		char *out = NULL;
+
+		if (!u || u->kind == SECRET_MD5 || u->kind == SECRET_NONE ||
+		    !scram_server_final(&lg->scram, (const char *)body, blen, &out)) {
+			free(out);
+			goto fail;
+		}
+		c->scram_done = true;
+		client_send_auth_request(c, AUTH_REQ_SASL_FIN, out, strlen(out));
+		free(out);
+		if (c->state == CL_JUSTFREE)
+			return;
+		client_authenticated(c);
+		return;
+	}
+fail:
+	client_auth_failed(c);
+}
+
+static SbufAction client_handle_startup(Client *c, const uint8_t *pkt, uint32_t total,
+					uint32_t avail)
+{
+	uint32_t code = get_be32(pkt + 4);
+	StartupParams sp;
+	char err[256];
+	bool power;
+
+	if (code == PROTO_SSL || code == PROTO_GSSENC) {
+		/* no TLS yet: 'N' tells the client to go on in clear text */
+		if (total != 8) {
+			disconnect_client(c, "08P01", "invalid length of startup packet");
+			return SB_CLOSED;
+		}
+		if (!client_send(c, "N", 1))
+			return SB_CLOSED;
+		return SB_CONSUMED;
+	}
+	if (avail < total)
+		return SB_NEED_FULL;
+	if (code == PROTO_CANCEL) {
+		client_handle_cancel(c, pkt, total);
+		return SB_CLOSED;
+	}
+	if (code >> 16 != 3) {
+		disconnect_client(c, "0A000",
+				  "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+				  code >> 16, code & 0xffff);
+		return SB_CLOSED;
+	}
+	if (!pkt_parse_startup_params(pkt + 8, total - 8, &sp, err, sizeof(err))) {
+		disconnect_client(c, "08P01", "%s", err);
+		return SB_CLOSED;
+	}
+	c->login->user = strdup(sp.user);
+	c->login->database = strdup(sp.database);
+	if (!c->login->user || !c->login->database) {
+		disconnect_client(c, "53200", "out of memory");
+		return SB_CLOSED;
+	}
+	if (sp.replication) {
+		disconnect_client(c, "08P01", "replication connections are not supported");
+		return SB_CLOSED;
+	}
+	for (int i = 0; i < sp.nparams; i++) {
+		if (!client_accept_param(c, sp.params[i].name, sp.params[i].value)) {
+			disconnect_client(c, "08P01", "unsupported startup parameter: %s",
+					  sp.params[i].name);
+			return SB_CLOSED;
+		}
+	}
+	c->sbuf.startup = false;
+	c->sbuf.max_packet = (uint32_t)cfg->max_packet_size;
+	{
+		Database *db = database_lookup(sp.database);
+
+		if (!db) {
+			disconnect_client(c, "3D000", "no such database: %s", sp.database);
+			return SB_CLOSED;
+		}
+		if (db->disabled) {
+			disconnect_client(c, "55000", "database \"%s\" does not allow connections",
+					  sp.database);
+			return SB_CLOSED;
+		}
+		if (db->admin) {
+			if (!client_is_admin_user(sp.user, &power)) {
+				disconnect_client(c, "28000", "not allowed to connect to the admin console");
+				return SB_CLOSED;
+			}
+			c->admin = true;
+			c->admin_power = power;
+		}
+	}
+	client_start_auth(c);
+	return c->state == CL_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+}
+
+void client_finish_login(Client *c)
+{
+	Pool *p = c->pool;
+	PktBuf pb;
+	ClientLogin *lg = c->login;
+
+	pktbuf_init(&pb, 512);
+	pktbuf_write_auth_request(&pb, AUTH_REQ_OK, NULL, 0);
+	if (c->admin) {
+		static const char *const admin_params[][2] = {
+			{ "server_version", "15.0 (pgpilot " PGPILOT_VERSION ")" },
+			{ "server_encoding", "UTF8" }, { "client_encoding", "UTF8" },
+			{ "DateStyle", "ISO, MDY" }, { "integer_datetimes", "on" },
+			{ "standard_conforming_strings", "on" }, { "TimeZone", "UTC" } };
+		for (size_t i = 0; i < ARRAY_SIZE(admin_params); i++)
+			pktbuf_write_parameter_status(&pb, admin_params[i][0], admin_params[i][1]);
+	} else {
+		/* tracked values the client did not choose are the server's */
+		for (int i = 0; i < varcache_count(); i++)
+			if (!c->vars.value[i] && p->welcome.value[i])
+				varcache_set_idx(&c->vars, i, p->welcome.value[i]);
+		pktbuf_put_bytes(&pb, p->welcome_msg, p->welcome_len);
+		varcache_write_status(&c->vars, &pb);
+	}
+	pktbuf_write_backend_key(&pb, c->cancel_id, c->cancel_key);
+	pktbuf_write_ready(&pb, 'I');
+	if (pb.failed || !sbuf_send(&c->sbuf, pb.buf, pb.len)) {
+		pktbuf_cleanup(&pb);
+		disconnect_client(c, NULL, "could not send login reply");
+		return;
+	}
+	pktbuf_cleanup(&pb);
+	if (cfg->log_connections)
+		slog_client(LOG_LVL_INFO, c, "login attempt: db=%s user=%s tls=no", lg->database,
+			    lg->user);
+	c->login = NULL;
+	scram_server_cleanup(&lg->scram);
+	free(lg->database);
+	free(lg->user);
+	free(lg->password);
+	free(lg);
+	c->request_time = 0;
+	change_client_state(c, CL_ACTIVE);
+	sbuf_continue(&c->sbuf);
+}
+
+/* --- logged-in data path --- */
+
+/* Reply to a request that cannot run because the transaction was lost with its server. */
+static SbufAction client_handle_lost(Client *c, uint8_t type)
+{
+	static const char msg[] = "server connection was lost; the current transaction was rolled back";
+
+	switch (type) {
+	case 'Q':
+	case 'F':
+		c->xact_lost = false;
+		if (!client_send_error_ready(c, "08006", msg))
+			return SB_CLOSED;
+		return SB_CONSUMED;
+	case 'S':
+		c->xact_lost = false;
+		c->discard_until_sync = false;
+		if (!client_send_error_ready(c, "08006", msg))
+			return SB_CLOSED;
+		return SB_CONSUMED;
+	default:
+		/* part of an extended-protocol batch: swallowed up to its Sync */
+		if (c->xact_lost) {
+			c->xact_lost = false;
+			c->discard_until_sync = true;
+		}
+		return SB_CONSUMED;
+	}
+}
+
+/* Bookkeeping of what the server owes the client, per forwarded message. */
+static inline void client_count_request(Client *c, uint8_t type)
+{
+	switch (type) {
+	case 'Q':
+	case 'F':
+		c->expected_z++;
+		c->query_start = get_cached_time();
+		break;
+	case 'S':
+		c->expected_z++;
+		c->ext_open = false;
+		break;
+	case 'P':
+	case 'B':
+	case 'E':
+	case 'D':
+	case 'C':
+		if (!c->ext_open)
+			c->query_start = get_cached_time();
+		c->ext_open = true;
+		if (type == 'P')
+			c->pool->stats.client_parse_count++;
+		else if (type == 'B')
+			c->pool->stats.bind_count++;
+		break;
+	default:
+		break;
+	}
+	if (!c->xact_start)
+		c->xact_start = get_cached_time();
+	c->active_time = get_cached_time();
+}
+
+static SbufAction client_handle_admin(Client *c, uint8_t type, uint32_t total, const uint8_t *pkt,
+				      uint32_t avail)
+{
+	if (type == 'X') {
+		disconnect_client(c, NULL, "client close request");
+		return SB_CLOSED;
+	}
+	if (type != 'Q') {
+		disconnect_client(c, "08P01", "the admin console supports only the simple query protocol");
+		return SB_CLOSED;
+	}
+	if (avail < total)
+		return SB_NEED_FULL;
+	if (total < 6 || pkt[total - 1] != 0) {
+		disconnect_client(c, "08P01", "invalid query message");
+		return SB_CLOSED;
+	}
+	if (!admin_handle_query(c, (const char *)pkt + 5, total - 6))
+		return SB_CLOSED;
+	return SB_CONSUMED;
+}
+
+static SbufAction client_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const uint8_t *pkt,
+				   uint32_t avail)
+{
+	Client *c = (Client *)sb;
+
+	if (unlikely(sb->startup))
+		return client_handle_startup(c, pkt, total, avail);
+	if (unlikely(c->state == CL_LOGIN || c->state == CL_WAITING_LOGIN)) {
+		if (c->state == CL_WAITING_LOGIN || !c->login->auth_method)
+			return SB_PAUSE; /* nothing is expected from it now */
+		if (type != 'p') {
+			disconnect_client(c, "08P01", "expected password response, got message type %d",
+					  type);
+			return SB_CLOSED;
+		}
+		if (total > 8192) {
+			disconnect_client(c, "08P01", "password message too long");
+			return SB_CLOSED;
+		}
+		if (avail < total)
+			return SB_NEED_FULL;
+		client_handle_password(c, pkt, total);
+		return c->state == CL_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+	}
+	if (unlikely(c->admin))
+		return client_handle_admin(c, type, total, pkt, avail);
+	if (unlikely(type == 'X')) {
+		disconnect_client(c, NULL, "client close request");
+		return SB_CLOSED;
+	}
+	if (unlikely(c->xact_lost || c->discard_until_sync))
+		return client_handle_lost(c, type);
+	if (!c->link) {
+		if (c->state == CL_WAITING)
+			return SB_PAUSE;
+		/* a Sync, Flush or CopyDone on its own needs no server when nothing is open */
+		if (!pool_assign_server(c))
+			return c->state == CL_JUSTFREE ? SB_CLOSED : SB_PAUSE;
+	}
+	client_count_request(c, type);
+	return SB_FORWARD;
+}
+
+void client_server_lost(Client *c, Server *s, const char *reason)
+{
+	char msg[400];
+	bool mid_message = s->sbuf.pkt_remain || (s->sbuf.buf && s->sbuf.buf->done < s->sbuf.buf->scan);
+	int mode = pool_effective_mode(c->pool);
+
+	sbuf_unlink(&c->sbuf);
+	if (mode == POOL_SESSION || mid_message) {
+		disconnect_client(c, "08006", "server connection crashed: %s", reason);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "server closed the connection unexpectedly: %s", reason);
+	if (c->expected_z) {
+		uint8_t tmp[700];
+		PktBuf pb;
+
+		pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+		pktbuf_write_error(&pb, "ERROR", "08006", msg);
+		while (c->expected_z > 0 && !pb.failed) {
+			pktbuf_write_ready(&pb, 'I');
+			c->expected_z--;
+		}
+		c->tx_state = 'I';
+		if (c->ext_open)
+			c->discard_until_sync = true;
+		if (!CLIENT_SEND_BUILT(c, pb))
+			return;
+	} else if (c->ext_open) {
+		c->discard_until_sync = true;
+	} else if (c->tx_state != 'I') {
+		c->xact_lost = true;
+	}
+	c->expected_z = 0;
+	c->ext_open = false;
+	c->xact_start = 0;
+	c->query_start = 0;
+	if (c->pool->db->cfg.host || !c->pool->db->cfg.cluster)
+		slog_client(LOG_LVL_WARNING, c, "server connection lost mid-transaction; client kept");
+	/* what the client sends next starts afresh */
+	if (sbuf_has_input(&c->sbuf))
+		sbuf_continue(&c->sbuf);
+}

@@ -1,0 +1,126 @@
+/* pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
+ *
+ * Sbuf: one socket of the data path, with its receive buffer and its event. Bytes read from a
+ * socket are cut into protocol messages; for each message header the owner's handler decides
+ * whether the message is forwarded to the peer socket (streamed: bodies are never copied, a
+ * message larger than the buffer passes through in pieces), consumed, or whether processing
+ * pauses. Forwarding writes straight from the receive buffer into the peer's socket; when the
+ * peer cannot take more, reading stops on this side until the peer drains (backpressure).
+ * Messages the pooler generates itself go through the socket's small output queue.
+ *
+ * The receive buffer (an IoBuf of pkt_buf bytes) is only attached while data is pending, so an
+ * idle connection costs no buffer.
+ */
+#ifndef PGPILOT_POOLER_SBUF_H
+#define PGPILOT_POOLER_SBUF_H
+
+#include "protocol/bytes.h"
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+typedef struct IoBuf {
+	uint32_t done; /* [0, done): already sent on */
+	uint32_t scan; /* [done, scan): scanned, to be sent; [scan, wpos): not yet scanned */
+	uint32_t wpos; /* end of received data */
+	uint32_t size;
+	bool big;      /* malloc'd beyond pkt_buf for one large inspected message */
+	uint8_t data[];
+} IoBuf;
+
+typedef struct OutQueue {
+	uint32_t pos, len, cap;
+	uint8_t data[];
+} OutQueue;
+
+typedef enum SbufAction {
+	SB_FORWARD,	 /* pass the message to the peer */
+	SB_FORWARD_STOP, /* pass it, then stop scanning until it is flushed (on_flushed runs) */
+	SB_CONSUMED,	 /* the handler used the message; drop it */
+	SB_NEED_FULL,	 /* call again when the whole message is in the buffer */
+	SB_PAUSE,	 /* stop scanning; the owner resumes with sbuf_continue() */
+	SB_CLOSED,	 /* the handler closed the connection: touch nothing */
+} SbufAction;
+
+struct Sbuf;
+
+/* Called for each message header. <pkt> points at the type byte; <avail> bytes of the <total>
+ * bytes of the message are in the buffer (avail >= 5). */
+typedef SbufAction (*SbufPacketFunc)(struct Sbuf *sb, uint8_t type, uint32_t total,
+				     const uint8_t *pkt, uint32_t avail);
+/* Called once when a socket reads EOF or fails; the owner closes it. */
+typedef void (*SbufCloseFunc)(struct Sbuf *sb, const char *reason);
+/* Called when data up to an SB_FORWARD_STOP message has been sent to the peer. */
+typedef void (*SbufFlushedFunc)(struct Sbuf *sb);
+
+typedef struct SbufOps {
+	SbufPacketFunc on_packet;
+	SbufCloseFunc on_close;
+	SbufFlushedFunc on_flushed;
+	bool startup_framing; /* messages have no type byte (first packet of a client) */
+} SbufOps;
+
+typedef struct Sbuf {
+	struct event ev;
+	const SbufOps *ops;
+	struct Sbuf *dst;	/* peer that forwarded messages go to, or NULL */
+	struct Sbuf *blocked_src; /* a peer waiting for this socket to drain */
+	IoBuf *buf;
+	OutQueue *outq;
+	int fd;
+	uint32_t pkt_remain;	/* bytes of the message being passed through, not yet received */
+	uint32_t pkt_drop;	/* bytes of a consumed message still to discard */
+	short ev_flags;		/* events currently registered */
+	bool ev_set;		/* event assigned */
+	uint32_t max_packet;	/* max_packet_size for this side; 0 = 2^31-1 */
+	bool closed;
+	bool close_reported;	/* on_close already ran */
+	bool connecting;	/* non-blocking connect in progress */
+	bool stop_pending;	/* an SB_FORWARD_STOP message is waiting to be flushed */
+	bool paused;		/* handler returned SB_PAUSE */
+	bool flush_blocked;	/* forwarded bytes wait for dst to drain: not reading */
+	bool buf_full;		/* receive buffer full and nothing can move: not reading */
+	bool reading_paused;	/* owner stopped reading (sbuf_pause_reading) */
+	bool startup;		/* startup framing for the next message */
+	bool in_process;	/* reentrancy guard */
+	void (*on_connected)(struct Sbuf *sb);
+	uint64_t *bytes_in;	/* counters to add received bytes to, or NULL */
+} Sbuf;
+
+bool sbuf_global_init(struct event_base *base, int pkt_buf) _MUSTCHECK;
+void sbuf_global_cleanup(void);
+
+/* Take over a connected (or connecting, when <want_write>) non-blocking socket. */
+bool sbuf_accept(Sbuf *sb, int fd, const SbufOps *ops) _MUSTCHECK;
+/* Start a non-blocking connect; on_packet runs once the server speaks, on_connected first. */
+bool sbuf_connect(Sbuf *sb, int fd, const SbufOps *ops, void (*on_connected)(Sbuf *sb)) _MUSTCHECK;
+/* Stop events, close the socket, free buffers. Safe to call twice. */
+void sbuf_close(Sbuf *sb);
+
+/* Link two sockets: messages forwarded by a go to b and back. */
+void sbuf_link(Sbuf *a, Sbuf *b);
+void sbuf_unlink(Sbuf *a);
+
+/* Queue bytes the pooler generated; sent before anything forwarded later. False if the socket
+ * is gone or memory ran out. */
+bool sbuf_send(Sbuf *sb, const void *data, size_t len);
+/* Resume a paused (SB_PAUSE) socket: scan the buffered data again. */
+void sbuf_continue(Sbuf *sb);
+/* Bytes waiting to be written by sbuf_send. */
+static inline bool sbuf_has_pending_output(const Sbuf *sb)
+{
+	return sb->outq && sb->outq->pos < sb->outq->len;
+}
+/* Does the receive buffer hold unprocessed bytes? */
+static inline bool sbuf_has_input(const Sbuf *sb)
+{
+	return sb->buf && sb->buf->scan < sb->buf->wpos;
+}
+/* Stop or restart reading a socket (PAUSE of a client, for instance). */
+void sbuf_pause_reading(Sbuf *sb);
+void sbuf_resume_reading(Sbuf *sb);
+
+/* I/O buffers in use / free, for SHOW MEM and SHOW LISTS. */
+int sbuf_buffers_used(void);
+
+#endif

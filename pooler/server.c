@@ -1,0 +1,761 @@
+/* pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
+ *
+ * Server connections. Login is a chain of messages on the non-blocking socket: startup packet,
+ * authentication (trust, cleartext, md5, SCRAM-SHA-256 with a password or with a ClientKey passed
+ * through from a client's SCRAM login), ParameterStatus, BackendKeyData, ReadyForQuery. Queries
+ * the pooler runs itself (parameter SETs, reset, check, connect_query) are pipelined ahead of the
+ * client's traffic; their replies are swallowed by counting ReadyForQuery messages (skip_z).
+ *
+ * Interface: server_launch, server_sync_params, server_needs_check, server_start_check,
+ * server_start_reset, server_send_cancel.
+ */
+#include "pooler/server.h"
+#include "pooler/client.h"
+#include "pooler/pool.h"
+#include "protocol/packet.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const uint8_t *pkt,
+				   uint32_t avail);
+static void server_close_cb(Sbuf *sb, const char *reason);
+static void server_flushed_cb(Sbuf *sb);
+
+static const SbufOps server_ops = {
+	.on_packet = server_packet_cb,
+	.on_close = server_close_cb,
+	.on_flushed = server_flushed_cb,
+	.startup_framing = false,
+};
+
+static uint32_t next_server_id = 1;
+
+/* --- connecting --- */
+
+/* Fill a sockaddr for the database's host and port; false with err when it cannot. */
+static bool server_target_addr(const Database *db, struct sockaddr_storage *ss, socklen_t *len,
+			       PgAddr *pa, char *err, size_t errlen)
+{
+	const char *host = db->cfg.host;
+	int port = db->cfg.port > 0 ? db->cfg.port : 5432;
+	struct addrinfo hints, *res = NULL;
+	char portstr[16];
+	int rc;
+
+	memset(ss, 0, sizeof(*ss));
+	memset(pa, 0, sizeof(*pa));
+	if (!host || host[0] == '/') {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+
+		un->sun_family = AF_UNIX;
+		rc = snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d",
+			      host ? host : "/tmp", port);
+		if (rc < 0 || (size_t)rc >= sizeof(un->sun_path)) {
+			snprintf(err, errlen, "unix socket path too long");
+			return false;
+		}
+		*len = sizeof(*un);
+		pa->family = AF_UNIX;
+		pa->port = (uint16_t)port;
+		return true;
+	}
+	if (strcmp(host, "localhost") == 0)
+		host = "127.0.0.1";
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	/* numeric addresses only here: names go through the asynchronous resolver */
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	rc = getaddrinfo(host, portstr, &hints, &res);
+	if (rc != 0 || !res) {
+		snprintf(err, errlen, "could not resolve host \"%s\": %s", host,
+			 rc ? gai_strerror(rc) : "no address");
+		if (res)
+			freeaddrinfo(res);
+		return false;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	pa->family = (uint8_t)res->ai_family;
+	pa->port = (uint16_t)port;
+	if (res->ai_family == AF_INET)
+		memcpy(pa->addr, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
+	else
+		memcpy(pa->addr, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
+	freeaddrinfo(res);
+	return true;
+}
+
+static void server_tune_socket(int fd, int family)
+{
+	int on = 1;
+
+	if (family == AF_UNIX)
+		return;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	if (cfg->tcp_keepalive) {
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+		if (cfg->tcp_keepidle > 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->tcp_keepidle, sizeof(int));
+		if (cfg->tcp_keepintvl > 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->tcp_keepintvl, sizeof(int));
+		if (cfg->tcp_keepcnt > 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->tcp_keepcnt, sizeof(int));
+	}
+}
+
+static void server_login_failed(Pool *p, const char *sqlstate, const char *msg);
+
+static void server_send_startup(Server *s)
+{
+	Database *db = s->pool->db;
+	PktBuf pb;
+	uint8_t tmp[1024];
+
+	pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	pktbuf_start(&pb, 0);
+	pktbuf_put_u32(&pb, PROTO_V3);
+	pktbuf_put_string(&pb, "user");
+	pktbuf_put_string(&pb, s->pool->user->name);
+	pktbuf_put_string(&pb, "database");
+	pktbuf_put_string(&pb, db->cfg.dbname ? db->cfg.dbname : db->name);
+	if (db->cfg.application_name) {
+		pktbuf_put_string(&pb, "application_name");
+		pktbuf_put_string(&pb, db->cfg.application_name);
+	}
+	pktbuf_put_u8(&pb, 0);
+	pktbuf_finish(&pb);
+	if (pb.failed || !sbuf_send(&s->sbuf, pb.buf, pb.len))
+		disconnect_server(s, "could not send startup packet");
+}
+
+static void server_connected_cb(Sbuf *sb)
+{
+	Server *s = (Server *)sb;
+
+	slog_server(LOG_LVL_DEBUG, s, "connected");
+	server_send_startup(s);
+}
+
+void server_launch(Pool *p)
+{
+	struct sockaddr_storage ss;
+	socklen_t slen;
+	PgAddr pa;
+	char err[256];
+	Server *s;
+	int fd, rc;
+
+	if (!server_target_addr(p->db, &ss, &slen, &pa, err, sizeof(err))) {
+		p->last_connect_failed_time = get_cached_time();
+		server_login_failed(p, "08001", err);
+		return;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_msg_errno(LOG_LVL_ERROR, "could not create a server socket");
+		return;
+	}
+	server_tune_socket(fd, ss.ss_family);
+	rc = connect(fd, (struct sockaddr *)&ss, slen);
+	if (rc < 0 && errno != EINPROGRESS) {
+		char msg[300];
+
+		snprintf(msg, sizeof(msg), "could not connect to server: %s", strerror(errno));
+		close(fd);
+		p->last_connect_failed_time = get_cached_time();
+		server_login_failed(p, "08001", msg);
+		return;
+	}
+	s = server_alloc();
+	if (!s) {
+		close(fd);
+		log_error("out of memory for a server connection");
+		return;
+	}
+	s->pool = p;
+	s->addr = pa;
+	s->id = next_server_id++;
+	s->tx_state = 'I';
+	s->connect_time = s->request_time = get_cached_time();
+	p->last_connect_time = s->connect_time;
+	if (!sbuf_connect(&s->sbuf, fd, &server_ops, server_connected_cb)) {
+		close(fd);
+		slab_release_server(s);
+		return;
+	}
+	s->sbuf.bytes_in = NULL;
+	p->db->server_count++;
+	p->user->server_count++;
+	n_servers_total++;
+	change_server_state(s, SV_LOGIN);
+	slog_server(LOG_LVL_DEBUG, s, "new connection to server");
+}
+
+/* --- login --- */
+
+/* Tell clients that wait to log in why the server would not have us; others keep waiting. */
+static void server_login_failed(Pool *p, const char *sqlstate, const char *msg)
+{
+	List *it, *tmp;
+
+	free(p->last_login_error);
+	p->last_login_error = strdup(msg);
+	p->last_login_failed = true;
+	log_warning("%s/%s: server login failed: %s", p->db->name, p->user->name, msg);
+	/* an error from PostgreSQL itself (bad password, no such database) will not go away by
+	 * waiting: the clients still logging in get it; connection failures are retried */
+	if (strcmp(sqlstate, "08001") == 0)
+		return;
+	list_for_each_safe(it, tmp, &p->waiting_clients) {
+		Client *c = container_of(it, Client, head);
+		if (c->state == CL_WAITING_LOGIN)
+			disconnect_client(c, sqlstate, "%s", msg);
+	}
+}
+
+/* The message field of an ErrorResponse body (type 'M'), or a default. */
+static void error_fields(const uint8_t *pkt, uint32_t total, char *sqlstate, char *msg,
+			 size_t msglen)
+{
+	uint32_t off = 5;
+
+	strcpy(sqlstate, "08P01");
+	snprintf(msg, msglen, "unknown error");
+	while (off < total && pkt[off] != 0) {
+		uint8_t f = pkt[off++];
+		const uint8_t *start = pkt + off;
+		const uint8_t *nul = memchr(start, 0, total - off);
+
+		if (!nul)
+			return;
+		if (f == 'C' && nul - start == 5)
+			memcpy(sqlstate, start, 6);
+		else if (f == 'M')
+			snprintf(msg, msglen, "%s", (const char *)start);
+		off = (uint32_t)(nul - pkt) + 1;
+	}
+}
+
+static bool server_send_password_msg(Server *s, const void *data, size_t len, bool add_nul)
+{
+	PktBuf pb;
+	bool ok;
+
+	pktbuf_init(&pb, len + 16);
+	pktbuf_start(&pb, 'p');
+	pktbuf_put_bytes(&pb, data, len);
+	if (add_nul)
+		pktbuf_put_u8(&pb, 0);
+	pktbuf_finish(&pb);
+	ok = !pb.failed && sbuf_send(&s->sbuf, pb.buf, pb.len);
+	pktbuf_cleanup(&pb);
+	return ok;
+}
+
+/* The clear-text password we know for the pool's login user, or NULL. */
+static const char *server_plain_password(const User *u)
+{
+	if (u->kind == SECRET_PLAIN)
+		return u->secret;
+	return u->passthrough_password;
+}
+
+static bool server_auth_sasl(Server *s, const uint8_t *data, uint32_t len)
+{
+	User *u = s->pool->user;
+	const char *pw = server_plain_password(u);
+	bool found = false;
+	uint32_t off = 0;
+	char *first = NULL;
+	bool ok;
+
+	while (off < len && data[off]) {
+		const char *mech = (const char *)data + off;
+		size_t l = strnlen(mech, len - off);
+
+		if (l == len - off)
+			break;
+		found |= strcmp(mech, SCRAM_MECHANISM) == 0;
+		off += (uint32_t)l + 1;
+	}
+	if (!found) {
+		server_login_failed(s->pool, "28000", "server asked for an unsupported SASL mechanism");
+		return false;
+	}
+	s->scram = calloc(1, sizeof(ScramClient));
+	if (!s->scram)
+		return false;
+	if (pw) {
+		scram_client_init_password(s->scram, pw);
+	} else if (u->have_scram_keys) {
+		scram_client_init_keys(s->scram, u->scram_client_key, u->scram_server_key);
+	} else {
+		server_login_failed(s->pool, "28P01",
+				    "no password known to log into the server with SCRAM");
+		return false;
+	}
+	if (!scram_client_first(s->scram, &first))
+		return false;
+	{
+		PktBuf pb;
+		pktbuf_init(&pb, 128);
+		pktbuf_start(&pb, 'p');
+		pktbuf_put_string(&pb, SCRAM_MECHANISM);
+		pktbuf_put_u32(&pb, (uint32_t)strlen(first));
+		pktbuf_put_bytes(&pb, first, strlen(first));
+		pktbuf_finish(&pb);
+		ok = !pb.failed && sbuf_send(&s->sbuf, pb.buf, pb.len);
+		pktbuf_cleanup(&pb);
+	}
+	free(first);
+	return ok;
+}
+
+/* Handle an Authentication* request during login. False: give up on this server. */
+static bool server_handle_auth(Server *s, const uint8_t *pkt, uint32_t total)
+{
+	User *u = s->pool->user;
+	uint32_t code;
+	const char *pw;
+
+	if (total < 9)
+		return false;
+	code = get_be32(pkt + 5);
+	switch (code) {
+	case 0: /* AuthenticationOk */
+		return true;
+	case 3: /* cleartext */
+		pw = server_plain_password(u);
+		if (!pw) {
+			server_login_failed(s->pool, "28P01",
+					    "server asked for a clear-text password and none is known");
+			return false;
+		}
+		return server_send_password_msg(s, pw, strlen(pw), true);
+	case 5: { /* md5 */
+		char md5secret[MD5_PASSWD_LEN + 1], resp[MD5_PASSWD_LEN + 1];
+		const char *sec = NULL;
+
+		if (total < 13)
+			return false;
+		if (u->kind == SECRET_MD5)
+			sec = u->secret;
+		else if ((pw = server_plain_password(u)) && md5_password_hash(u->name, pw, md5secret))
+			sec = md5secret;
+		if (!sec) {
+			server_login_failed(s->pool, "28P01",
+					    "server asked for an md5 password and none is known");
+			return false;
+		}
+		if (!md5_salted_response(sec, pkt + 9, resp))
+			return false;
+		return server_send_password_msg(s, resp, MD5_PASSWD_LEN, true);
+	}
+	case 10: /* SASL */
+		return server_auth_sasl(s, pkt + 9, total - 9);
+	case 11: { /* SASLContinue */
+		char *final = NULL;
+		bool ok;
+
+		if (!s->scram || !scram_client_final(s->scram, (const char *)pkt + 9, total - 9, &final)) {
+			if (s->scram)
+				server_login_failed(s->pool, "28P01", s->scram->err);
+			return false;
+		}
+		ok = server_send_password_msg(s, final, strlen(final), false);
+		free(final);
+		return ok;
+	}
+	case 12: /* SASLFinal */
+		if (!s->scram || !scram_client_verify(s->scram, (const char *)pkt + 9, total - 9)) {
+			server_login_failed(s->pool, "28P01", "could not verify the server's SCRAM signature");
+			return false;
+		}
+		scram_client_cleanup(s->scram);
+		free(s->scram);
+		s->scram = NULL;
+		return true;
+	default: {
+		char msg[100];
+		snprintf(msg, sizeof(msg), "server asked for unsupported authentication method %u", code);
+		server_login_failed(s->pool, "28000", msg);
+		return false;
+	}
+	}
+}
+
+/* Record a ParameterStatus on the server (and, when linked, on its client). */
+static void server_note_parameter(Server *s, const uint8_t *pkt, uint32_t total, bool login)
+{
+	size_t off = 0;
+	const char *name = pkt_get_string(pkt + 5, total - 5, &off);
+	const char *value = name ? pkt_get_string(pkt + 5, total - 5, &off) : NULL;
+	int idx;
+
+	if (!value)
+		return;
+	idx = varcache_index(name);
+	if (idx >= 0) {
+		varcache_set_idx(&s->vars, idx, value);
+		if (s->link)
+			varcache_set_idx(&s->link->vars, idx, value);
+		return;
+	}
+	if (login) {
+		if (!s->login_params) {
+			s->login_params = calloc(1, sizeof(PktBuf));
+			if (!s->login_params)
+				return;
+			pktbuf_init(s->login_params, 512);
+		}
+		pktbuf_put_bytes(s->login_params, pkt, total);
+	}
+}
+
+/* Login finished: the first server of a pool teaches it what to tell clients. */
+static void server_login_done(Server *s)
+{
+	Pool *p = s->pool;
+
+	s->ready = true;
+	p->last_login_failed = false;
+	p->last_connect_failed_time = 0;
+	if (!p->have_welcome) {
+		varcache_copy(&p->welcome, &s->vars);
+		if (s->login_params && !s->login_params->failed) {
+			p->welcome_msg = s->login_params->buf;
+			p->welcome_len = (uint32_t)s->login_params->len;
+			s->login_params->buf = NULL;
+		}
+		p->have_welcome = true;
+	}
+	if (s->login_params) {
+		pktbuf_cleanup(s->login_params);
+		free(s->login_params);
+		s->login_params = NULL;
+	}
+	slog_server(LOG_LVL_DEBUG, s, "login done");
+	if (p->db->cfg.connect_query && p->db->cfg.connect_query[0]) {
+		uint8_t tmp[4096];
+		PktBuf pb;
+
+		pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+		pktbuf_write_query(&pb, p->db->cfg.connect_query);
+		if (pb.failed || !sbuf_send(&s->sbuf, pb.buf, pb.len)) {
+			disconnect_server(s, "could not send connect_query");
+			return;
+		}
+		s->skip_z++;
+		s->connect_query_pending = true;
+		return;
+	}
+	pool_server_ready(s);
+}
+
+static SbufAction server_handle_login(Server *s, uint8_t type, uint32_t total, const uint8_t *pkt,
+				      uint32_t avail)
+{
+	char sqlstate[6], msg[400];
+
+	if (avail < total) {
+		if (total > 65536) {
+			disconnect_server(s, "login message too large");
+			return SB_CLOSED;
+		}
+		return SB_NEED_FULL;
+	}
+	switch (type) {
+	case 'R':
+		if (!server_handle_auth(s, pkt, total)) {
+			disconnect_server(s, "authentication failed");
+			return SB_CLOSED;
+		}
+		return SB_CONSUMED;
+	case 'S':
+		server_note_parameter(s, pkt, total, true);
+		return SB_CONSUMED;
+	case 'K':
+		if (total == 13) {
+			s->backend_pid = get_be32(pkt + 5);
+			s->backend_key = get_be32(pkt + 9);
+		}
+		return SB_CONSUMED;
+	case 'N':
+		return SB_CONSUMED;
+	case 'E':
+		error_fields(pkt, total, sqlstate, msg, sizeof(msg));
+		s->pool->last_connect_failed_time = get_cached_time();
+		server_login_failed(s->pool, sqlstate, msg);
+		disconnect_server(s, "login failed: %s", msg);
+		return SB_CLOSED;
+	case 'Z':
+		if (total >= 6)
+			s->tx_state = pkt[5];
+		server_login_done(s);
+		return s->state == SV_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+	default:
+		disconnect_server(s, "unexpected message '%c' during login", type);
+		return SB_CLOSED;
+	}
+}
+
+/* --- our own queries --- */
+
+static bool server_send_own_query(Server *s, const char *sql)
+{
+	uint8_t tmp[2048];
+	PktBuf pb;
+
+	pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	pktbuf_write_query(&pb, sql);
+	if (pb.failed || !sbuf_send(&s->sbuf, pb.buf, pb.len))
+		return false;
+	s->skip_z++;
+	return true;
+}
+
+void server_sync_params(Server *s, Client *c)
+{
+	uint8_t sqlbuf[1536];
+	PktBuf sql;
+
+	pktbuf_init_fixed(&sql, sqlbuf, sizeof(sqlbuf) - 1);
+	if (varcache_build_sync(&c->vars, &s->vars, &sql) == 0)
+		return;
+	if (sql.failed) {
+		slog_server(LOG_LVL_WARNING, s, "parameter values too long to apply");
+		return;
+	}
+	sqlbuf[sql.len] = 0;
+	if (!server_send_own_query(s, (const char *)sqlbuf))
+		disconnect_server(s, "could not send parameter SET");
+}
+
+bool server_needs_check(const Server *s)
+{
+	return cfg->server_check_query && cfg->server_check_query[0] && cfg->server_check_delay >= 0 &&
+	       get_cached_time() - s->idle_since > cfg->server_check_delay;
+}
+
+void server_start_check(Server *s)
+{
+	change_server_state(s, SV_TESTED);
+	if (!server_send_own_query(s, cfg->server_check_query))
+		disconnect_server(s, "could not send check query");
+}
+
+void server_start_reset(Server *s)
+{
+	change_server_state(s, SV_TESTED);
+	if (!server_send_own_query(s, cfg->server_reset_query))
+		disconnect_server(s, "could not send reset query");
+}
+
+/* A reply to one of our own queries. */
+static SbufAction server_handle_own_reply(Server *s, uint8_t type, uint32_t total,
+					  const uint8_t *pkt, uint32_t avail)
+{
+	if ((type == 'S' || type == 'E' || type == 'Z') && avail < total)
+		return total > 65536 ? SB_CONSUMED : SB_NEED_FULL;
+	if (type == 'S') {
+		server_note_parameter(s, pkt, total, false);
+	} else if (type == 'E') {
+		char sqlstate[6], msg[300];
+		error_fields(pkt, total, sqlstate, msg, sizeof(msg));
+		slog_server(LOG_LVL_WARNING, s, "pooler query failed: %s (%s)", msg, sqlstate);
+		s->own_query_failed = true;
+	} else if (type == 'Z') {
+		s->skip_z--;
+		s->tx_state = total >= 6 ? pkt[5] : 'I';
+		if (s->skip_z == 0) {
+			bool failed = s->own_query_failed;
+
+			s->own_query_failed = false;
+			if (s->state == SV_TESTED || s->connect_query_pending) {
+				s->connect_query_pending = false;
+				if (failed || s->tx_state != 'I') {
+					disconnect_server(s, "check, reset or connect query failed");
+					return SB_CLOSED;
+				}
+				s->idle_since = get_cached_time();
+				pool_server_ready(s);
+				return s->state == SV_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+			}
+		}
+	}
+	return SB_CONSUMED;
+}
+
+/* --- linked data path --- */
+
+static SbufAction server_handle_ready(Server *s, Client *c, const uint8_t *pkt)
+{
+	Pool *p = s->pool;
+	usec_t now = get_cached_time();
+	int mode;
+
+	s->tx_state = c->tx_state = pkt[5];
+	if (c->expected_z)
+		c->expected_z--;
+	p->stats.query_count++;
+	if (c->query_start) {
+		p->stats.query_time += (uint64_t)(now - c->query_start);
+		c->query_start = 0;
+	}
+	if (s->tx_state != 'I')
+		return SB_FORWARD;
+	if (c->xact_start) {
+		p->stats.xact_count++;
+		p->stats.xact_time += (uint64_t)(now - c->xact_start);
+		c->xact_start = 0;
+	}
+	mode = pool_effective_mode(p);
+	if (mode == POOL_SESSION || c->expected_z || c->ext_open)
+		return SB_FORWARD;
+	return SB_FORWARD_STOP;
+}
+
+static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const uint8_t *pkt,
+				   uint32_t avail)
+{
+	Server *s = (Server *)sb;
+	Client *c = s->link;
+
+	if (unlikely(s->state == SV_LOGIN && !s->ready))
+		return server_handle_login(s, type, total, pkt, avail);
+	if (unlikely(s->skip_z))
+		return server_handle_own_reply(s, type, total, pkt, avail);
+	if (unlikely(!c)) {
+		/* an idle server speaks: a notice or an error before it goes away */
+		if (type == 'E' && avail >= total) {
+			char sqlstate[6], msg[300];
+			error_fields(pkt, total, sqlstate, msg, sizeof(msg));
+			disconnect_server(s, "server error while idle: %s", msg);
+			return SB_CLOSED;
+		}
+		if (type == 'S' && avail < total)
+			return SB_NEED_FULL;
+		if (type == 'S')
+			server_note_parameter(s, pkt, total, false);
+		return SB_CONSUMED;
+	}
+	switch (type) {
+	case 'Z':
+		if (avail < total)
+			return SB_NEED_FULL;
+		if (total != 6) {
+			disconnect_server(s, "invalid ReadyForQuery message");
+			return SB_CLOSED;
+		}
+		if (pool_effective_mode(s->pool) == POOL_STATEMENT && pkt[5] != 'I') {
+			disconnect_client(c, "08P01", "transaction blocks not allowed in statement pooling mode");
+			return s->state == SV_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+		}
+		return server_handle_ready(s, c, pkt);
+	case 'S':
+		if (avail < total)
+			return SB_NEED_FULL;
+		server_note_parameter(s, pkt, total, false);
+		return SB_FORWARD;
+	case '1':
+		s->pool->stats.server_parse_count++;
+		return SB_FORWARD;
+	default:
+		return SB_FORWARD;
+	}
+}
+
+static void server_flushed_cb(Sbuf *sb)
+{
+	Server *s = (Server *)sb;
+	Client *c = s->link;
+
+	/* the ReadyForQuery that ends the transaction has reached the client */
+	if (!c || s->tx_state != 'I' || c->expected_z || c->ext_open || s->skip_z)
+		return;
+	pool_release_server(s);
+	if (c->state == CL_ACTIVE && sbuf_has_input(&c->sbuf))
+		sbuf_continue(&c->sbuf);
+}
+
+static void server_close_cb(Sbuf *sb, const char *reason)
+{
+	Server *s = (Server *)sb;
+
+	if (!s->ready) {
+		char msg[300];
+
+		snprintf(msg, sizeof(msg), "could not connect to server: %s", reason);
+		s->pool->last_connect_failed_time = get_cached_time();
+		server_login_failed(s->pool, "08001", msg);
+		disconnect_server(s, "%s", msg);
+		return;
+	}
+	disconnect_server(s, "server closed the connection: %s", reason);
+}
+
+/* --- cancel --- */
+
+typedef struct CancelReq {
+	struct event *ev;
+	int fd;
+	uint8_t pkt[16];
+} CancelReq;
+
+static void cancel_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	CancelReq *cr = arg;
+	ssize_t n = send(fd, cr->pkt, sizeof(cr->pkt), MSG_NOSIGNAL);
+
+	if (n != (ssize_t)sizeof(cr->pkt))
+		log_warning("could not send cancel request: %s", n < 0 ? strerror(errno) : "short write");
+	event_free(cr->ev);
+	close(cr->fd);
+	free(cr);
+}
+
+void server_send_cancel(const Server *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t slen;
+	PgAddr pa;
+	char err[256];
+	CancelReq *cr;
+
+	if (!server_target_addr(s->pool->db, &ss, &slen, &pa, err, sizeof(err)))
+		return;
+	cr = calloc(1, sizeof(*cr));
+	if (!cr)
+		return;
+	put_be32(cr->pkt, 16);
+	put_be32(cr->pkt + 4, PROTO_CANCEL);
+	put_be32(cr->pkt + 8, s->backend_pid);
+	put_be32(cr->pkt + 12, s->backend_key);
+	cr->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (cr->fd < 0 || (connect(cr->fd, (struct sockaddr *)&ss, slen) < 0 && errno != EINPROGRESS)) {
+		log_warning("could not connect to send a cancel request: %s", strerror(errno));
+		if (cr->fd >= 0)
+			close(cr->fd);
+		free(cr);
+		return;
+	}
+	cr->ev = event_new(pooler_base, cr->fd, EV_WRITE, cancel_write_cb, cr);
+	if (!cr->ev || event_add(cr->ev, NULL) < 0) {
+		if (cr->ev)
+			event_free(cr->ev);
+		close(cr->fd);
+		free(cr);
+	}
+}

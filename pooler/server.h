@@ -1,0 +1,24 @@
+/* pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
+ *
+ * Server connections: non-blocking connect, login (startup, trust/cleartext/md5/SCRAM, parameter
+ * status, BackendKeyData), our own queries (reset, check, connect_query, parameter SETs) whose
+ * replies are swallowed, and the linked data path that spots the end of each transaction.
+ */
+#ifndef PGPILOT_POOLER_SERVER_H
+#define PGPILOT_POOLER_SERVER_H
+
+#include "pooler/objects.h"
+
+/* Open one more server connection for the pool (asynchronously). */
+void server_launch(Pool *pool);
+/* Queue SETs for the tracked parameters the client expects and the server differs in. */
+void server_sync_params(Server *s, Client *c);
+/* Has the server been idle longer than server_check_delay (and a check query is set)? */
+bool server_needs_check(const Server *s);
+/* Run server_check_query / server_reset_query; the server becomes idle when it answers. */
+void server_start_check(Server *s);
+void server_start_reset(Server *s);
+/* Send a CancelRequest for the server's backend on a new connection. */
+void server_send_cancel(const Server *s);
+
+#endif

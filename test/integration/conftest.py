@@ -1,0 +1,119 @@
+"""pytest fixtures for the pooler integration tests (see README and harness.py).
+
+pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
+
+Fixtures: pg_template (session: a stopped, fully prepared PostgreSQL data dir), pg (session: a
+running copy of it; with xdist each worker has its own), pooler_factory (function: build and start
+poolers, stopped at teardown with their log printed when the test failed), pooler (function: the
+default pooler, started). Markers: pgpilot_only (skipped when POOLER=pgbouncer).
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pgpilot_only: behaviour PgBouncer does not have (skipped "
+                            "with POOLER=pgbouncer)")
+    config.addinivalue_line("markers", "pgbouncer_only: PgBouncer-specific behaviour")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("pgpilot_only") and not harness.is_pgpilot():
+            item.add_marker(pytest.mark.skip(reason="pgpilot-only behaviour"))
+        if item.get_closest_marker("pgbouncer_only") and harness.is_pgpilot():
+            item.add_marker(pytest.mark.skip(reason="PgBouncer-only behaviour"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    node = request.node
+    return any(getattr(node, "rep_" + w, None) is not None and getattr(node, "rep_" + w).failed
+               for w in ("setup", "call"))
+
+
+@pytest.fixture(scope="session")
+def pg_template(leak_check):
+    """A prepared PostgreSQL data dir (roles, appdb, benchdb with pgbench data), stopped."""
+    t = harness.make_template_cluster()
+    yield t
+    t.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg(pg_template):
+    """The shared running PostgreSQL of this worker (roles, appdb, benchdb)."""
+    c = harness.cluster_from_template(pg_template)
+    c.start()
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="session", autouse=False)
+def leak_check():
+    """Session-end check that every process the harness started is gone."""
+    yield
+    left = harness.REGISTRY.alive()
+    assert not left, f"processes left running: {left}"
+
+
+@pytest.fixture
+def pooler_factory(request, pg):
+    """Build poolers: factory(settings=..., databases=..., users=..., userlist=..., start=True,
+    pg_port=...). All are stopped at teardown; their logs are printed if the test failed."""
+    made = []
+
+    def make(start=True, opts=(), pg_port=None, **kw):
+        p = harness.Pooler(pg_port or pg.port, **kw)
+        made.append(p)
+        if start:
+            p.start(*opts)
+        return p
+
+    yield make
+    failed = _failed(request)
+    for p in made:
+        p.stop(timeout=5)
+        if failed:
+            sys.stderr.write(f"\n----- {p.kind} log ({p.log_path}) -----\n{p.log}\n")
+        pids = [p.proc.pid] if p.proc else []
+        pids += p.extra_pids
+        for pid in pids:
+            assert harness.wait_pid_gone(pid, 5), f"pooler pid {pid} still running"
+        p.destroy()
+
+
+@pytest.fixture
+def pooler(pooler_factory):
+    """The default pooler (transaction mode, md5 auth, appdb + benchdb), started."""
+    return pooler_factory()
+
+
+@pytest.fixture
+def fresh_pg(pg_template):
+    """A private PostgreSQL (not started) copied from the template, destroyed at teardown."""
+    made = []
+
+    def make(port=None):
+        c = harness.cluster_from_template(pg_template, port=port)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.destroy()
+        if c.proc is not None:
+            assert harness.wait_pid_gone(c.proc.pid, 5)
