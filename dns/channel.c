@@ -22,9 +22,9 @@ typedef struct SockWatch {
 struct DnsChannel {
 	struct event_base *base;
 	ares_channel ares;
-	bool ares_ready;	/* ares_init_options() succeeded */
-	struct event *timer;	/* drives retransmits and timeouts */
-	SockWatch *socks;	/* one per socket c-ares asked us to watch */
+	bool ares_ready;     /* ares_init_options() succeeded */
+	struct event *timer; /* drives retransmits and timeouts */
+	SockWatch *socks;    /* one per socket c-ares asked us to watch */
 };
 
 static void sock_cb(evutil_socket_t fd, short what, void *arg)
@@ -67,9 +67,10 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
 	if (w == NULL)
 		return; /* the query will time out: nothing better to do without memory */
 	w->fd = fd;
-	w->ev = event_new(ch->base, fd,
-			  (short)((readable ? EV_READ : 0) | (writable ? EV_WRITE : 0) | EV_PERSIST),
-			  sock_cb, ch);
+	w->ev =
+	    event_new(ch->base, fd,
+		      (short)((readable ? EV_READ : 0) | (writable ? EV_WRITE : 0) | EV_PERSIST),
+		      sock_cb, ch);
 	if (w->ev == NULL || event_add(w->ev, NULL) != 0) {
 		if (w->ev)
 			event_free(w->ev);

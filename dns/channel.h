@@ -15,10 +15,10 @@ struct event_base;
 
 typedef struct DnsChannelOptions {
 	const char *servers_csv; /* "ip:port,[ip6]:port"; NULL = the system resolver */
-	int flags;		 /* ARES_FLAG_* */
-	int timeout_ms;		 /* first timeout per server; 0 = c-ares' default */
-	int tries;		 /* passes over the server list; 0 = c-ares' default */
-	bool no_rotate;		 /* always start with the first server */
+	int flags;               /* ARES_FLAG_* */
+	int timeout_ms;          /* first timeout per server; 0 = c-ares' default */
+	int tries;               /* passes over the server list; 0 = c-ares' default */
+	bool no_rotate;          /* always start with the first server */
 } DnsChannelOptions;
 
 typedef struct DnsChannel DnsChannel;

@@ -11,40 +11,40 @@
 #include "dns/tsig.h"
 
 typedef struct DnsConfig {
-	char *update_servers;	  /* "ip[:port], ..." primary master(s), tried in turn */
-	char *zone;		  /* zone to update, e.g. "pg.example.com" */
-	char *tsig_key_file;	  /* BIND key file (tsig-keygen output) */
-	char *tsig_key_name;	  /* key to pick from the file, or the name for tsig_secret */
-	char *tsig_secret;	  /* base64 secret (instead of tsig_key_file) */
-	char *tsig_algorithm;	  /* with tsig_secret: hmac-sha256 (default), -sha384, -sha512 */
-	int ttl;		  /* TTL of the published records, seconds */
-	char *primary_name;	  /* relative to zone unless it ends with '.' */
-	char *replica_name;	  /* replica RRset; empty = not published */
-	int dns_max_ttl;	  /* cap on how long a resolved backend address is cached, s */
-	int dns_stale_keep;	  /* how long a last good address outlives failed lookups, s */
-	int update_timeout_ms;	  /* per server and attempt */
-	int update_tries;	  /* attempts per publication (timeouts, SERVFAIL) */
+	char *update_servers;      /* "ip[:port], ..." primary master(s), tried in turn */
+	char *zone;                /* zone to update, e.g. "pg.example.com" */
+	char *tsig_key_file;       /* BIND key file (tsig-keygen output) */
+	char *tsig_key_name;       /* key to pick from the file, or the name for tsig_secret */
+	char *tsig_secret;         /* base64 secret (instead of tsig_key_file) */
+	char *tsig_algorithm;      /* with tsig_secret: hmac-sha256 (default), -sha384, -sha512 */
+	int ttl;                   /* TTL of the published records, seconds */
+	char *primary_name;        /* relative to zone unless it ends with '.' */
+	char *replica_name;        /* replica RRset; empty = not published */
+	int dns_max_ttl;           /* cap on how long a resolved backend address is cached, s */
+	int dns_stale_keep;        /* how long a last good address outlives failed lookups, s */
+	int update_timeout_ms;     /* per server and attempt */
+	int update_tries;          /* attempts per publication (timeouts, SERVFAIL) */
 	int update_retry_delay_ms; /* first back-off, doubled on each retry */
-	int update_retry_max_ms;  /* back-off ceiling */
-	bool use_tcp;		  /* always TCP (UDP otherwise, TCP above 512 bytes) */
+	int update_retry_max_ms;   /* back-off ceiling */
+	bool use_tcp;              /* always TCP (UDP otherwise, TCP above 512 bytes) */
 } DnsConfig;
 
 typedef enum DnsOptType {
 	DNS_OPT_STRING, /* empty value = NULL */
-	DNS_OPT_INT,	/* decimal within [min, max] */
-	DNS_OPT_BOOL,	/* on/off, true/false, yes/no, 1/0 */
-	DNS_OPT_MSEC,	/* seconds with fractions ("1.5"), stored as int milliseconds */
+	DNS_OPT_INT,    /* decimal within [min, max] */
+	DNS_OPT_BOOL,   /* on/off, true/false, yes/no, 1/0 */
+	DNS_OPT_MSEC,   /* seconds with fractions ("1.5"), stored as int milliseconds */
 } DnsOptType;
 
 typedef struct DnsConfigOption {
 	const char *name;
 	DnsOptType type;
-	size_t offset;	 /* into DnsConfig */
+	size_t offset;   /* into DnsConfig */
 	bool reloadable; /* takes effect at RELOAD / SET without restart */
 	const char *defval;
 	const char *doc; /* one line for the sample config and SHOW CONFIG */
-	long min, max;	 /* for INT and MSEC (in ms) */
-	bool hidden;	 /* a secret: never formatted */
+	long min, max;   /* for INT and MSEC (in ms) */
+	bool hidden;     /* a secret: never formatted */
 } DnsConfigOption;
 
 /* The [dns] option table, terminated by an entry with a NULL name. */

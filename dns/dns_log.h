@@ -2,7 +2,8 @@
  *
  * The logging hook of dns/. dns/ must not depend on pooler/ (dependencies flow pooler -> dns), so
  * it logs through one function pointer that the pooler sets at start-up with dns_set_log_func().
- * Until then, or when it is set to NULL, lines go to stderr (DEBUG only with PGPILOT_DNS_DEBUG set).
+ * Until then, or when it is set to NULL, lines go to stderr (DEBUG only with PGPILOT_DNS_DEBUG
+ * set).
  */
 #ifndef PGPILOT_DNS_DNS_LOG_H
 #define PGPILOT_DNS_DNS_LOG_H
@@ -10,10 +11,10 @@
 #include "protocol/bytes.h"
 
 typedef enum DnsLogLevel {
-	DNS_LOG_ERROR,	 /* a publication failed for good, or a setting is unusable */
+	DNS_LOG_ERROR,   /* a publication failed for good, or a setting is unusable */
 	DNS_LOG_WARNING, /* an attempt failed and will be retried, a stale address is in use */
-	DNS_LOG_INFO,	 /* a record was published */
-	DNS_LOG_DEBUG,	 /* every step, for troubleshooting */
+	DNS_LOG_INFO,    /* a record was published */
+	DNS_LOG_DEBUG,   /* every step, for troubleshooting */
 } DnsLogLevel;
 
 const char *dns_log_level_name(DnsLogLevel lvl);

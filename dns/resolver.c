@@ -35,8 +35,8 @@ typedef struct HostEntry {
 	char *name;
 	struct sockaddr_storage addrs[MAX_HOST_ADDRS];
 	int naddrs;
-	unsigned rr;	   /* round-robin position */
-	double expires;	   /* fresh until then (monotonic) */
+	unsigned rr;       /* round-robin position */
+	double expires;    /* fresh until then (monotonic) */
 	double failed_at;  /* last failed lookup, 0 when the last one succeeded */
 	bool stale_logged; /* "using stale addresses" said once per failure streak */
 	char last_error[160];
@@ -158,8 +158,8 @@ static socklen_t ss_len(const struct sockaddr_storage *ss)
 static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t len)
 {
 	const void *src = ss->ss_family == AF_INET6
-				  ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
-				  : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+			      ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+			      : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
 
 	if (inet_ntop(ss->ss_family, src, buf, (socklen_t)len) == NULL)
 		snprintf(buf, len, "?");
@@ -309,7 +309,7 @@ DnsLookup dns_resolve(DnsResolver *r, const char *host, int port, struct sockadd
 			return DNS_LOOKUP_FAILED;
 		}
 		e->r = r;
-		e->expires = now;	 /* nothing cached: forces the first lookup */
+		e->expires = now;         /* nothing cached: forces the first lookup */
 		e->rr = (unsigned)rand(); /* spread poolers over a multi-address name */
 		e->next = r->hosts;
 		r->hosts = e;

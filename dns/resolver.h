@@ -18,12 +18,12 @@ struct event_base;
 
 typedef struct DnsResolverOptions {
 	const char *servers_csv; /* NULL = /etc/resolv.conf (tests point it at a test server) */
-	int max_ttl;		 /* cache at most this long, seconds (at least 1 s) */
-	int stale_keep;		 /* use expired addresses this long when lookups fail, seconds */
-	int family;		 /* AF_UNSPEC (0), AF_INET or AF_INET6 */
-	int timeout_ms;		 /* per DNS try; 0 = 2000 */
-	int tries;		 /* 0 = 2 */
-	double (*clock)(void);	 /* monotonic seconds; NULL = CLOCK_MONOTONIC (tests inject) */
+	int max_ttl;             /* cache at most this long, seconds (at least 1 s) */
+	int stale_keep;          /* use expired addresses this long when lookups fail, seconds */
+	int family;              /* AF_UNSPEC (0), AF_INET or AF_INET6 */
+	int timeout_ms;          /* per DNS try; 0 = 2000 */
+	int tries;               /* 0 = 2 */
+	double (*clock)(void);   /* monotonic seconds; NULL = CLOCK_MONOTONIC (tests inject) */
 } DnsResolverOptions;
 
 typedef struct DnsResolver DnsResolver;
@@ -60,9 +60,9 @@ typedef struct DnsHostInfo {
 	const char *name;
 	char addresses[512]; /* comma-separated */
 	int naddrs;
-	int ttl_left;	     /* seconds until the addresses expire; 0 when expired */
-	bool stale;	     /* expired and kept because lookups fail */
-	bool pending;	     /* a lookup is running */
+	int ttl_left;           /* seconds until the addresses expire; 0 when expired */
+	bool stale;             /* expired and kept because lookups fail */
+	bool pending;           /* a lookup is running */
 	const char *last_error; /* "" when the last lookup succeeded */
 } DnsHostInfo;
 

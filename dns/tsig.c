@@ -42,9 +42,9 @@ static const struct {
 	const char *name;
 	const char *digest;
 } algs[] = {
-	{DNS_TSIG_HMAC_SHA256, "hmac-sha256", "SHA256"},
-	{DNS_TSIG_HMAC_SHA384, "hmac-sha384", "SHA384"},
-	{DNS_TSIG_HMAC_SHA512, "hmac-sha512", "SHA512"},
+    {DNS_TSIG_HMAC_SHA256, "hmac-sha256", "SHA256"},
+    {DNS_TSIG_HMAC_SHA384, "hmac-sha384", "SHA384"},
+    {DNS_TSIG_HMAC_SHA512, "hmac-sha512", "SHA512"},
 };
 
 const char *dns_tsig_alg_name(DnsTsigAlg alg)
@@ -147,10 +147,11 @@ bool dns_tsig_key_set(DnsTsigKey *key, const char *name, const char *algorithm,
 	if (algorithm == NULL || *algorithm == '\0')
 		algorithm = "hmac-sha256";
 	if (!dns_tsig_alg_from_name(algorithm, &key->alg)) {
-		snprintf(err, errlen,
-			 "unsupported TSIG algorithm \"%s\" for key \"%s\" (supported: hmac-sha256, "
-			 "hmac-sha384, hmac-sha512)",
-			 algorithm, key->name_text);
+		snprintf(
+		    err, errlen,
+		    "unsupported TSIG algorithm \"%s\" for key \"%s\" (supported: hmac-sha256, "
+		    "hmac-sha384, hmac-sha512)",
+		    algorithm, key->name_text);
 		return false;
 	}
 	if (secret_b64 == NULL || *secret_b64 == '\0') {
@@ -294,8 +295,8 @@ bool dns_tsig_key_parse(DnsTsigKey *key, const char *text, const char *want_name
 				break;
 			copy_str(stmt, sizeof(stmt), lx.tok);
 			if (!lex_next(&lx) || strchr("{};", lx.tok[0]) != NULL) {
-				snprintf(err, errlen, "line %d: value expected after \"%s\"", lx.line,
-					 stmt);
+				snprintf(err, errlen, "line %d: value expected after \"%s\"",
+					 lx.line, stmt);
 				return false;
 			}
 			if (strcmp(stmt, "algorithm") == 0) {
@@ -309,8 +310,8 @@ bool dns_tsig_key_parse(DnsTsigKey *key, const char *text, const char *want_name
 				return false;
 			}
 			if (!lex_next(&lx) || strcmp(lx.tok, ";") != 0) {
-				snprintf(err, errlen, "line %d: \";\" expected after \"%s\"", lx.line,
-					 stmt);
+				snprintf(err, errlen, "line %d: \";\" expected after \"%s\"",
+					 lx.line, stmt);
 				return false;
 			}
 		}
@@ -411,7 +412,8 @@ out:
 /* The TSIG variables of RFC 8945 4.3.3 in canonical form. */
 static size_t write_variables(uint8_t *buf, size_t cap, const DnsName *key_name, uint16_t rr_class,
 			      uint32_t ttl, const DnsName *alg_name, uint64_t time_signed,
-			      uint16_t fudge, uint16_t error, const uint8_t *other, uint16_t other_len)
+			      uint16_t fudge, uint16_t error, const uint8_t *other,
+			      uint16_t other_len)
 {
 	DnsWriter w;
 	DnsName kn = *key_name, an = *alg_name;
@@ -467,8 +469,8 @@ bool dns_tsig_sign(const DnsTsigKey *key, uint8_t *buf, size_t *len, size_t cap,
 	dns_writer_u16(&w, (uint16_t)maclen);
 	dns_writer_bytes(&w, mac_out, maclen);
 	dns_writer_u16(&w, get_be16(buf)); /* Original ID */
-	dns_writer_u16(&w, 0);		   /* Error */
-	dns_writer_u16(&w, 0);		   /* Other Len */
+	dns_writer_u16(&w, 0);             /* Error */
+	dns_writer_u16(&w, 0);             /* Other Len */
 	if (w.overflow) {
 		snprintf(err, errlen, "message too large for its TSIG record");
 		return false;

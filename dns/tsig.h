@@ -12,8 +12,8 @@
 
 #include "dns/wire.h"
 
-#define DNS_TSIG_FUDGE 300	 /* seconds, what BIND and Knot use */
-#define DNS_TSIG_MAX_MAC 64	 /* SHA-512 */
+#define DNS_TSIG_FUDGE 300  /* seconds, what BIND and Knot use */
+#define DNS_TSIG_MAX_MAC 64 /* SHA-512 */
 #define DNS_TSIG_MAX_SECRET 256
 
 /* TSIG error field values (RFC 8945 3) */
@@ -33,7 +33,7 @@ const char *dns_tsig_alg_name(DnsTsigAlg alg);
 bool dns_tsig_alg_from_name(const char *name, DnsTsigAlg *alg) _MUSTCHECK;
 
 typedef struct DnsTsigKey {
-	DnsName name;	/* canonical wire form: lower case */
+	DnsName name; /* canonical wire form: lower case */
 	char name_text[DNS_MAX_NAME + 2];
 	DnsTsigAlg alg;
 	uint8_t secret[DNS_TSIG_MAX_SECRET];
@@ -89,12 +89,12 @@ bool dns_tsig_parse_rdata(DnsReader *r, size_t rdlen, DnsTsigRecord *out) _MUSTC
 bool dns_tsig_server_time(const DnsTsigRecord *rec, uint64_t *server_time);
 
 typedef enum DnsTsigVerify {
-	DNS_TSIG_VERIFY_OK,	   /* MAC matches and the time is within the fudge */
+	DNS_TSIG_VERIFY_OK,        /* MAC matches and the time is within the fudge */
 	DNS_TSIG_VERIFY_WRONG_KEY, /* signed with another key name or algorithm */
-	DNS_TSIG_VERIFY_NO_MAC,	   /* MAC size 0: BADSIG/BADKEY replies, cannot be authenticated */
+	DNS_TSIG_VERIFY_NO_MAC,    /* MAC size 0: BADSIG/BADKEY replies, cannot be authenticated */
 	DNS_TSIG_VERIFY_BAD_MAC,   /* MAC does not match */
 	DNS_TSIG_VERIFY_BAD_TIME,  /* MAC matches but Time Signed is outside the fudge */
-	DNS_TSIG_VERIFY_ERROR,	   /* OpenSSL failed */
+	DNS_TSIG_VERIFY_ERROR,     /* OpenSSL failed */
 } DnsTsigVerify;
 const char *dns_tsig_verify_name(DnsTsigVerify v);
 

@@ -15,9 +15,9 @@
 
 const char *dns_rcode_name(int rcode)
 {
-	static const char *const names[] = {"NOERROR",	"FORMERR", "SERVFAIL", "NXDOMAIN",
-					    "NOTIMP",	"REFUSED", "YXDOMAIN", "YXRRSET",
-					    "NXRRSET",	"NOTAUTH", "NOTZONE"};
+	static const char *const names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
+					    "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
+					    "NXRRSET", "NOTAUTH", "NOTZONE"};
 
 	if (rcode >= 0 && rcode < (int)ARRAY_SIZE(names))
 		return names[rcode];
@@ -133,14 +133,16 @@ bool dns_update_encode(const DnsUpdateMsg *m, uint8_t *buf, size_t cap, size_t *
 		case DNS_PREREQ_RRSET_EQUALS:
 			if (p->naddrs <= 0 || !check_addrs(p->addrs, p->naddrs, err, errlen)) {
 				if (p->naddrs <= 0)
-					snprintf(err, errlen, "value-dependent prerequisite "
-							      "without addresses");
+					snprintf(err, errlen,
+						 "value-dependent prerequisite "
+						 "without addresses");
 				goto out;
 			}
 			for (int k = 0; k < p->naddrs; k++) {
 				if (addr_type(&p->addrs[k]) != p->type) {
-					snprintf(err, errlen, "prerequisite address %d does not "
-							      "match its RR type",
+					snprintf(err, errlen,
+						 "prerequisite address %d does not "
+						 "match its RR type",
 						 k + 1);
 					goto out;
 				}
@@ -206,8 +208,7 @@ out:
 	return ok;
 }
 
-bool dns_update_parse_reply(const uint8_t *buf, size_t len, DnsReply *out, char *err,
-			    size_t errlen)
+bool dns_update_parse_reply(const uint8_t *buf, size_t len, DnsReply *out, char *err, size_t errlen)
 {
 	DnsReader r;
 	uint16_t flags;
@@ -249,7 +250,8 @@ bool dns_update_parse_reply(const uint8_t *buf, size_t len, DnsReply *out, char 
 		uint32_t ttl;
 
 		if (!dns_reader_name(&r, &owner)) {
-			snprintf(err, errlen, "truncated or invalid owner name in record %u", i + 1);
+			snprintf(err, errlen, "truncated or invalid owner name in record %u",
+				 i + 1);
 			return false;
 		}
 		type = dns_reader_u16(&r);
@@ -411,12 +413,12 @@ void dns_update_check_reply(const DnsTsigKey *key, uint16_t id, const uint8_t *r
 
 	if (rep.tsig.error == DNS_TSIG_BADSIG || rep.tsig.error == DNS_TSIG_BADKEY) {
 		/* these carry no MAC (RFC 8945 5.3.2): report them, unauthenticated */
-		res->outcome = rep.tsig.error == DNS_TSIG_BADSIG ? DNS_OUTCOME_BADSIG
-								 : DNS_OUTCOME_BADKEY;
+		res->outcome =
+		    rep.tsig.error == DNS_TSIG_BADSIG ? DNS_OUTCOME_BADSIG : DNS_OUTCOME_BADKEY;
 		snprintf(res->detail, sizeof(res->detail),
 			 rep.tsig.error == DNS_TSIG_BADSIG
-				 ? "server rejected the TSIG signature of key \"%s\" (wrong secret?)"
-				 : "server does not know TSIG key \"%s\" or its algorithm",
+			     ? "server rejected the TSIG signature of key \"%s\" (wrong secret?)"
+			     : "server does not know TSIG key \"%s\" or its algorithm",
 			 key->name_text);
 		return;
 	}

@@ -35,17 +35,17 @@ bool dns_addr_parse(const char *text, DnsAddr *out) _MUSTCHECK;
 void dns_addr_format(const DnsAddr *addr, char *buf, size_t len);
 
 typedef enum DnsPrereqKind {
-	DNS_PREREQ_RRSET_EXISTS,     /* the RRset <name> <type> exists, whatever its value */
-	DNS_PREREQ_RRSET_EQUALS,     /* ... and holds exactly <addrs> (compare-and-swap) */
-	DNS_PREREQ_RRSET_ABSENT,     /* no RRset <name> <type> */
-	DNS_PREREQ_NAME_IN_USE,	     /* <name> owns some RR */
-	DNS_PREREQ_NAME_NOT_IN_USE,  /* <name> owns nothing */
+	DNS_PREREQ_RRSET_EXISTS,    /* the RRset <name> <type> exists, whatever its value */
+	DNS_PREREQ_RRSET_EQUALS,    /* ... and holds exactly <addrs> (compare-and-swap) */
+	DNS_PREREQ_RRSET_ABSENT,    /* no RRset <name> <type> */
+	DNS_PREREQ_NAME_IN_USE,     /* <name> owns some RR */
+	DNS_PREREQ_NAME_NOT_IN_USE, /* <name> owns nothing */
 } DnsPrereqKind;
 
 typedef struct DnsPrereq {
 	DnsPrereqKind kind;
 	const char *name;     /* absolute */
-	uint16_t type;	      /* DNS_TYPE_A / AAAA for the RRSET kinds */
+	uint16_t type;        /* DNS_TYPE_A / AAAA for the RRSET kinds */
 	const DnsAddr *addrs; /* RRSET_EQUALS only; all of <type>'s family */
 	int naddrs;
 } DnsPrereq;
@@ -102,25 +102,25 @@ bool dns_update_parse_reply(const uint8_t *buf, size_t len, DnsReply *out, char 
 
 /* The result of one UPDATE attempt, as the updater logs it and SHOW DNS shows it. */
 typedef enum DnsOutcome {
-	DNS_OUTCOME_NONE,	   /* nothing sent yet */
-	DNS_OUTCOME_PENDING,	   /* sent, or waiting to be retried */
-	DNS_OUTCOME_OK,		   /* NOERROR, reply MAC verified (or no key configured) */
-	DNS_OUTCOME_TIMEOUT,	   /* no reply from any server after c-ares' tries */
-	DNS_OUTCOME_NETWORK,	   /* c-ares error other than a timeout (connection refused...) */
-	DNS_OUTCOME_FORMERR,	   /* the server could not parse the message */
-	DNS_OUTCOME_SERVFAIL,	   /* server failure: retried */
-	DNS_OUTCOME_NOTIMP,	   /* the server does not do UPDATE */
-	DNS_OUTCOME_REFUSED,	   /* update policy refused it (e.g. no allow-update) */
+	DNS_OUTCOME_NONE,          /* nothing sent yet */
+	DNS_OUTCOME_PENDING,       /* sent, or waiting to be retried */
+	DNS_OUTCOME_OK,            /* NOERROR, reply MAC verified (or no key configured) */
+	DNS_OUTCOME_TIMEOUT,       /* no reply from any server after c-ares' tries */
+	DNS_OUTCOME_NETWORK,       /* c-ares error other than a timeout (connection refused...) */
+	DNS_OUTCOME_FORMERR,       /* the server could not parse the message */
+	DNS_OUTCOME_SERVFAIL,      /* server failure: retried */
+	DNS_OUTCOME_NOTIMP,        /* the server does not do UPDATE */
+	DNS_OUTCOME_REFUSED,       /* update policy refused it (e.g. no allow-update) */
 	DNS_OUTCOME_PREREQ_FAILED, /* YXDOMAIN / YXRRSET / NXRRSET / NXDOMAIN */
-	DNS_OUTCOME_NOTAUTH,	   /* the server is not authoritative for the zone */
-	DNS_OUTCOME_NOTZONE,	   /* a record name is outside the zone */
-	DNS_OUTCOME_BADSIG,	   /* TSIG: the server rejected our MAC (wrong secret) */
-	DNS_OUTCOME_BADKEY,	   /* TSIG: unknown key name or algorithm */
-	DNS_OUTCOME_BADTIME,	   /* TSIG: clocks differ by more than the fudge */
-	DNS_OUTCOME_BAD_MAC,	   /* the reply is unsigned or its MAC does not verify */
-	DNS_OUTCOME_BAD_REPLY,	   /* malformed or unexpected reply */
+	DNS_OUTCOME_NOTAUTH,       /* the server is not authoritative for the zone */
+	DNS_OUTCOME_NOTZONE,       /* a record name is outside the zone */
+	DNS_OUTCOME_BADSIG,        /* TSIG: the server rejected our MAC (wrong secret) */
+	DNS_OUTCOME_BADKEY,        /* TSIG: unknown key name or algorithm */
+	DNS_OUTCOME_BADTIME,       /* TSIG: clocks differ by more than the fudge */
+	DNS_OUTCOME_BAD_MAC,       /* the reply is unsigned or its MAC does not verify */
+	DNS_OUTCOME_BAD_REPLY,     /* malformed or unexpected reply */
 	DNS_OUTCOME_OTHER_RCODE,   /* any other RCODE */
-	DNS_OUTCOME_CANCELLED,	   /* superseded by a newer publication, or shut down */
+	DNS_OUTCOME_CANCELLED,     /* superseded by a newer publication, or shut down */
 } DnsOutcome;
 const char *dns_outcome_name(DnsOutcome o);
 /* Worth another attempt after a back-off: timeouts, network errors, SERVFAIL. */
@@ -128,12 +128,12 @@ bool dns_outcome_is_retryable(DnsOutcome o);
 
 typedef struct DnsReplyCheck {
 	DnsOutcome outcome;
-	int rcode;	    /* -1 when there was no parsable reply */
-	int tsig_error;	    /* TSIG Error field, 0 when none */
+	int rcode;          /* -1 when there was no parsable reply */
+	int tsig_error;     /* TSIG Error field, 0 when none */
 	bool authenticated; /* the reply MAC verified */
 	bool has_skew;
-	int64_t skew;	    /* BADTIME: server clock minus ours, seconds */
-	char detail[192];   /* human-readable explanation, no trailing period */
+	int64_t skew;     /* BADTIME: server clock minus ours, seconds */
+	char detail[192]; /* human-readable explanation, no trailing period */
 } DnsReplyCheck;
 
 /*

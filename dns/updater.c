@@ -33,31 +33,31 @@ typedef struct Attempt {
 } Attempt;
 
 typedef struct Job {
-	bool configured;	 /* the record has a name in the config */
+	bool configured; /* the record has a name in the config */
 	DnsRecordStatus st;
 	DnsAddr addrs[DNS_MAX_RRSET_ADDRS]; /* what the latest publication asks for */
 	int naddrs;
-	uint64_t generation;	 /* bumped by every dns_publish_*() */
-	bool in_flight;		 /* an Attempt is with c-ares */
-	uint16_t id;		 /* its message ID */
+	uint64_t generation; /* bumped by every dns_publish_*() */
+	bool in_flight;      /* an Attempt is with c-ares */
+	uint16_t id;         /* its message ID */
 	struct event *retry_timer;
 	bool retry_pending;
-	DnsOutcome last_logged;	 /* retries log a failure only when it changes */
+	DnsOutcome last_logged; /* retries log a failure only when it changes */
 } Job;
 
 struct DnsUpdater {
 	struct event_base *base;
 	DnsConfig cfg;
-	char servers[1024];	 /* c-ares CSV, for messages */
+	char servers[1024]; /* c-ares CSV, for messages */
 	DnsChannel *ch;
 	DnsTsigKey key;
 	bool has_key;
 	DnsPublishDoneCb cb;
 	void *cb_arg;
 	Job jobs[DNS_RECORD_KINDS];
-	int depth;		 /* > 0 while inside our c-ares callback */
+	int depth; /* > 0 while inside our c-ares callback */
 	bool free_requested;
-	struct event *free_ev;	 /* deferred dns_updater_free() */
+	struct event *free_ev; /* deferred dns_updater_free() */
 };
 
 static void send_attempt(DnsUpdater *u, DnsRecordKind kind);
@@ -127,8 +127,9 @@ DnsUpdater *dns_updater_new(struct event_base *base, const DnsConfig *cfg, DnsPu
 	    !dns_config_load_key(&u->cfg, &u->key, &u->has_key, err, errlen))
 		goto fail;
 	if (!u->has_key)
-		dns_log_warning("no TSIG key configured: DNS updates to zone \"%s\" are sent unsigned",
-				u->cfg.zone);
+		dns_log_warning(
+		    "no TSIG key configured: DNS updates to zone \"%s\" are sent unsigned",
+		    u->cfg.zone);
 
 	memset(&co, 0, sizeof(co));
 	co.servers_csv = u->servers;
@@ -147,8 +148,8 @@ DnsUpdater *dns_updater_new(struct event_base *base, const DnsConfig *cfg, DnsPu
 	for (int k = 0; k < DNS_RECORD_KINDS; k++) {
 		Job *job = &u->jobs[k];
 		bool have = k == DNS_RECORD_PRIMARY
-				    ? dns_config_primary_fqdn(&u->cfg, name, sizeof(name))
-				    : dns_config_replica_fqdn(&u->cfg, name, sizeof(name));
+				? dns_config_primary_fqdn(&u->cfg, name, sizeof(name))
+				: dns_config_replica_fqdn(&u->cfg, name, sizeof(name));
 
 		job->st.kind = (DnsRecordKind)k;
 		job->st.rcode = -1;
@@ -253,7 +254,8 @@ bool dns_publish_primary(DnsUpdater *u, const char *address, char *err, size_t e
 	DnsAddr a;
 
 	if (address == NULL || !dns_addr_parse(address, &a)) {
-		snprintf(err, errlen, "invalid primary address \"%s\": a numeric IP address is expected",
+		snprintf(err, errlen,
+			 "invalid primary address \"%s\": a numeric IP address is expected",
 			 address ? address : "");
 		return false;
 	}
@@ -357,15 +359,15 @@ static void reply_cb(void *arg, int status, int timeouts, unsigned char *abuf, i
 		if (status == ARES_ETIMEOUT) {
 			chk.outcome = DNS_OUTCOME_TIMEOUT;
 			set_detail(chk.detail, sizeof(chk.detail),
-				 "no reply from %s within %g s per server", u->servers,
-				 u->cfg.update_timeout_ms / 1000.0);
+				   "no reply from %s within %g s per server", u->servers,
+				   u->cfg.update_timeout_ms / 1000.0);
 		} else if (status == ARES_ECANCELLED) {
 			chk.outcome = DNS_OUTCOME_CANCELLED;
 			snprintf(chk.detail, sizeof(chk.detail), "cancelled");
 		} else {
 			chk.outcome = DNS_OUTCOME_NETWORK;
 			set_detail(chk.detail, sizeof(chk.detail), "%s (servers %s)",
-				 ares_strerror(status), u->servers);
+				   ares_strerror(status), u->servers);
 		}
 	}
 
@@ -395,8 +397,8 @@ out:
 /* A random message ID that differs from the other record's ID in flight. */
 static uint16_t new_id(const DnsUpdater *u, DnsRecordKind kind)
 {
-	const Job *other = &u->jobs[kind == DNS_RECORD_PRIMARY ? DNS_RECORD_REPLICA
-								: DNS_RECORD_PRIMARY];
+	const Job *other =
+	    &u->jobs[kind == DNS_RECORD_PRIMARY ? DNS_RECORD_REPLICA : DNS_RECORD_PRIMARY];
 	uint8_t b[2];
 	uint16_t id;
 

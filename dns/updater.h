@@ -31,17 +31,17 @@ const char *dns_record_kind_name(DnsRecordKind kind);
 /* What SHOW DNS shows for one record; also what the done callback receives. */
 typedef struct DnsRecordStatus {
 	DnsRecordKind kind;
-	char name[DNS_MAX_NAME + 2]; /* absolute, with trailing dot once published */
+	char name[DNS_MAX_NAME + 2];          /* absolute, with trailing dot once published */
 	char value[DNS_MAX_RRSET_ADDRS * 48]; /* the new addresses, comma-separated */
-	time_t requested;	     /* wall clock of the dns_publish_*() call; 0 = never */
-	time_t time;		     /* wall clock of the last outcome */
-	DnsOutcome outcome;	     /* of the last attempt (NONE before the first) */
-	int attempts;		     /* of this publication */
-	bool done;		     /* no more attempts will be made */
-	int rcode;		     /* -1 without a reply */
+	time_t requested;   /* wall clock of the dns_publish_*() call; 0 = never */
+	time_t time;        /* wall clock of the last outcome */
+	DnsOutcome outcome; /* of the last attempt (NONE before the first) */
+	int attempts;       /* of this publication */
+	bool done;          /* no more attempts will be made */
+	int rcode;          /* -1 without a reply */
 	int tsig_error;
 	bool has_skew;
-	int64_t skew;		     /* BADTIME: server clock minus ours, seconds */
+	int64_t skew; /* BADTIME: server clock minus ours, seconds */
 	char detail[192];
 } DnsRecordStatus;
 
@@ -78,8 +78,8 @@ bool dns_publish_replicas(DnsUpdater *u, const char *const *addresses, int n, ch
 			  size_t errlen) _MUSTCHECK;
 
 /* Visit the status of each configured record (primary first). */
-void dns_updater_foreach(const DnsUpdater *u,
-			 void (*fn)(void *arg, const DnsRecordStatus *st), void *arg);
+void dns_updater_foreach(const DnsUpdater *u, void (*fn)(void *arg, const DnsRecordStatus *st),
+			 void *arg);
 /* Something is in flight or waiting for a retry. */
 bool dns_updater_is_busy(const DnsUpdater *u);
 

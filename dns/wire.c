@@ -36,7 +36,8 @@ bool dns_name_from_text(DnsName *out, const char *text, char *err, size_t errlen
 
 		while (*p && *p != '.') {
 			if (!is_label_char((unsigned char)*p)) {
-				snprintf(err, errlen, "invalid character 0x%02x in domain name \"%s\"",
+				snprintf(err, errlen,
+					 "invalid character 0x%02x in domain name \"%s\"",
 					 (unsigned char)*p, text);
 				return false;
 			}
@@ -54,8 +55,8 @@ bool dns_name_from_text(DnsName *out, const char *text, char *err, size_t errlen
 		}
 		/* the label, its length byte and the final root byte must fit */
 		if (len + 1 + n + 1 > DNS_MAX_NAME) {
-			snprintf(err, errlen, "domain name \"%.40s...\" is longer than %d bytes", text,
-				 DNS_MAX_NAME);
+			snprintf(err, errlen, "domain name \"%.40s...\" is longer than %d bytes",
+				 text, DNS_MAX_NAME);
 			return false;
 		}
 		out->wire[len++] = (uint8_t)n;

@@ -9,11 +9,11 @@
 
 #include "protocol/bytes.h"
 
-#define DNS_MAX_NAME 255  /* wire length, root label included (RFC 1035 3.1) */
+#define DNS_MAX_NAME 255 /* wire length, root label included (RFC 1035 3.1) */
 #define DNS_MAX_LABEL 63
 #define DNS_HEADER_SIZE 12
 #define DNS_MAX_MSG 65535
-#define DNS_UDP_MAX 512	  /* no EDNS is sent, so larger messages go over TCP */
+#define DNS_UDP_MAX 512 /* no EDNS is sent, so larger messages go over TCP */
 
 #define DNS_TYPE_A 1
 #define DNS_TYPE_SOA 6

@@ -83,6 +83,7 @@ typedef enum WaitKind {
 /* An admin client whose PAUSE or WAIT_CLOSE is not answered yet. */
 typedef struct Waiter {
 	Client *c;
+	uint32_t cancel_id; /* with the pointer, tells the same client from a reused slot */
 	char *dbname; /* NULL = every database; looked up again at each check */
 	WaitKind kind;
 } Waiter;
@@ -186,7 +187,8 @@ static bool result_send(Client *c, Result *res, const char *tag)
 
 		pktbuf_cleanup(&res->pb);
 		if (bug)
-			return admin_error(c, "XX000", "internal error: result row of the wrong width");
+			return admin_error(c, "XX000",
+					   "internal error: result row of the wrong width");
 		return admin_error(c, "53200", "out of memory");
 	}
 	pktbuf_write_command_complete(&res->pb, tag);
@@ -270,15 +272,16 @@ static int addr_port(const PgAddr *a)
 	return a->family == AF_UNIX ? cfg->listen_port : a->port;
 }
 
-/* The local end of an accepted client socket (the core keeps none for clients). */
-static void client_local_addr(const Client *c, PgAddr *out)
+/* The local end of a socket, asked from the kernel; family 0 when unknown. */
+static void sock_local_addr(const Sbuf *sb, PgAddr *out)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 
-	/* NEEDS-CORE: a Client.local_addr filled at accept would save this system call. */
+	/* NEEDS-CORE: a Client.local_addr filled at accept (and Server.local_addr filled after
+	 * connect) would save this system call per row. */
 	memset(out, 0, sizeof(*out));
-	if (c->sbuf.fd < 0 || getsockname(c->sbuf.fd, (struct sockaddr *)&ss, &sl) != 0)
+	if (sb->closed || sb->fd < 0 || getsockname(sb->fd, (struct sockaddr *)&ss, &sl) != 0)
 		return;
 	if (ss.ss_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
@@ -309,7 +312,7 @@ static const char *mode_or_null(int mode)
 	return mode == POOL_INHERIT ? NULL : pool_mode_name(mode);
 }
 
-/* Databases are looked up without the "*" fallback: an admin command never creates one. */
+/* A database known to the core (in use, not removed at RELOAD), or NULL. */
 static Database *admin_find_database(const char *name)
 {
 	List *it;
@@ -323,12 +326,30 @@ static Database *admin_find_database(const char *name)
 	return NULL;
 }
 
+/*
+ * The database an action names: one in use, or a [databases] entry of exactly that name that no
+ * client has used yet (database_lookup() creates it). The "*" fallback never applies: an admin
+ * command must not invent databases.
+ */
+static Database *admin_target_database(const char *name)
+{
+	Database *db = admin_find_database(name);
+	const DatabaseCfg *dc;
+
+	if (db)
+		return db;
+	dc = config_find_database(cfg, name);
+	if (dc && strcmp(dc->name, name) == 0)
+		return database_lookup(name);
+	return NULL;
+}
+
 /* ---------------------------------------------------------------- SHOW HELP, VERSION, STATE */
 
 static const char help_text[] = "\n"
 				"\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
 				"\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
-				"\tSHOW DNS_HOSTS|DNS\n"
+				"\tSHOW DNS_HOSTS|DNS_ZONES|DNS\n"
 				"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
 				"\tSHOW CLUSTER|HA\n"
 				"\tSET key = arg\n"
@@ -475,7 +496,7 @@ static bool show_pools(Client *c, const AdminCmd *cmd, Database *db)
 	return result_send(c, &res, "SHOW");
 }
 
-/* ---------------------------------------------------------------- SHOW CLIENTS / SERVERS / SOCKETS */
+/* ---------------------------------------------------------------- SHOW CLIENTS / SOCKETS */
 
 static const Column socket_cols[] = {
 	{ "type", OID_TEXT },
@@ -617,7 +638,7 @@ static void client_row(Result *res, const Client *c, SockView view, usec_t now)
 	si.database = c->pool ? c->pool->db->name : (c->login ? c->login->database : NULL);
 	si.state = client_state_label(c);
 	si.addr = &c->addr;
-	client_local_addr(c, &si.local);
+	sock_local_addr(&c->sbuf, &si.local);
 	si.connect_time = c->connect_time;
 	si.request_time = c->request_time ? c->request_time
 			  : c->query_start ? c->query_start
@@ -639,6 +660,8 @@ static void server_row(Result *res, const Server *s, SockView view)
 	si.state = server_state_label(s);
 	si.addr = &s->addr;
 	si.local = s->local_addr;
+	if (!si.local.family)
+		sock_local_addr(&s->sbuf, &si.local);
 	si.connect_time = s->connect_time;
 	si.request_time = s->request_time ? s->request_time : s->connect_time;
 	si.close_needed = s->close_needed;
@@ -790,21 +813,32 @@ typedef enum StatView {
 } StatView;
 
 static const Column stats_cols[] = {
-	{ "database", OID_TEXT },	    { "total_xact_count", OID_NUMERIC },
-	{ "total_query_count", OID_NUMERIC }, { "total_received", OID_NUMERIC },
-	{ "total_sent", OID_NUMERIC },	    { "total_xact_time", OID_NUMERIC },
-	{ "total_query_time", OID_NUMERIC },  { "total_wait_time", OID_NUMERIC },
-	{ "avg_xact_count", OID_NUMERIC },    { "avg_query_count", OID_NUMERIC },
-	{ "avg_recv", OID_NUMERIC },	    { "avg_sent", OID_NUMERIC },
-	{ "avg_xact_time", OID_NUMERIC },	    { "avg_query_time", OID_NUMERIC },
+	{ "database", OID_TEXT },
+	{ "total_xact_count", OID_NUMERIC },
+	{ "total_query_count", OID_NUMERIC },
+	{ "total_received", OID_NUMERIC },
+	{ "total_sent", OID_NUMERIC },
+	{ "total_xact_time", OID_NUMERIC },
+	{ "total_query_time", OID_NUMERIC },
+	{ "total_wait_time", OID_NUMERIC },
+	{ "avg_xact_count", OID_NUMERIC },
+	{ "avg_query_count", OID_NUMERIC },
+	{ "avg_recv", OID_NUMERIC },
+	{ "avg_sent", OID_NUMERIC },
+	{ "avg_xact_time", OID_NUMERIC },
+	{ "avg_query_time", OID_NUMERIC },
 	{ "avg_wait_time", OID_NUMERIC },
 };
 
 static const Column stats_part_cols[] = {
-	{ "database", OID_TEXT },	      { "xact_count", OID_NUMERIC },
-	{ "query_count", OID_NUMERIC },    { "bytes_received", OID_NUMERIC },
-	{ "bytes_sent", OID_NUMERIC },     { "xact_time", OID_NUMERIC },
-	{ "query_time", OID_NUMERIC },     { "wait_time", OID_NUMERIC },
+	{ "database", OID_TEXT },
+	{ "xact_count", OID_NUMERIC },
+	{ "query_count", OID_NUMERIC },
+	{ "bytes_received", OID_NUMERIC },
+	{ "bytes_sent", OID_NUMERIC },
+	{ "xact_time", OID_NUMERIC },
+	{ "query_time", OID_NUMERIC },
+	{ "wait_time", OID_NUMERIC },
 };
 
 /* One row per database that has at least one pool, as PgBouncer lists them. */
@@ -890,12 +924,18 @@ static bool show_totals(Client *c, const AdminCmd *cmd, Database *db)
 /* ---------------------------------------------------------------- SHOW DATABASES / USERS */
 
 static const Column database_cols[] = {
-	{ "name", OID_TEXT },	       { "host", OID_TEXT },
-	{ "port", OID_INT4 },	       { "database", OID_TEXT },
-	{ "force_user", OID_TEXT },    { "pool_size", OID_INT4 },
-	{ "min_pool_size", OID_INT4 }, { "reserve_pool", OID_INT4 },
-	{ "pool_mode", OID_TEXT },     { "max_connections", OID_INT4 },
-	{ "current_connections", OID_INT4 }, { "paused", OID_INT4 },
+	{ "name", OID_TEXT },
+	{ "host", OID_TEXT },
+	{ "port", OID_INT4 },
+	{ "database", OID_TEXT },
+	{ "force_user", OID_TEXT },
+	{ "pool_size", OID_INT4 },
+	{ "min_pool_size", OID_INT4 },
+	{ "reserve_pool", OID_INT4 },
+	{ "pool_mode", OID_TEXT },
+	{ "max_connections", OID_INT4 },
+	{ "current_connections", OID_INT4 },
+	{ "paused", OID_INT4 },
 	{ "disabled", OID_INT4 },
 };
 
@@ -905,28 +945,31 @@ static int db_setting(int own, int global)
 	return own >= 0 ? own : global;
 }
 
-static void database_row(Result *res, const Database *db)
+/* One row; <db> is NULL for a configured entry that no client has used yet. */
+static void database_row(Result *res, const char *name, const DatabaseCfg *dc, const Database *db)
 {
-	const DatabaseCfg *dc = &db->cfg;
+	bool admin = db && db->admin;
 	Row r;
 
 	row_reset(&r);
-	row_str(&r, db->name);
-	row_str(&r, db->admin ? NULL : dc->host);
-	row_int(&r, db->admin ? cfg->listen_port : dc->port);
-	row_str(&r, dc->dbname ? dc->dbname : db->name);
+	row_str(&r, name);
+	row_str(&r, admin ? NULL : dc->host);
+	row_int(&r, admin ? cfg->listen_port : dc->port);
+	row_str(&r, dc->dbname ? dc->dbname : name);
 	row_str(&r, dc->user);
-	row_int(&r, db->admin ? dc->pool_size : db_setting(dc->pool_size, cfg->default_pool_size));
-	row_int(&r, db->admin ? 0 : db_setting(dc->min_pool_size, cfg->min_pool_size));
-	row_int(&r, db->admin ? 0 : db_setting(dc->reserve_pool, cfg->reserve_pool_size));
+	row_int(&r, admin ? dc->pool_size : db_setting(dc->pool_size, cfg->default_pool_size));
+	row_int(&r, admin ? 0 : db_setting(dc->min_pool_size, cfg->min_pool_size));
+	row_int(&r, admin ? 0 : db_setting(dc->reserve_pool, cfg->reserve_pool_size));
 	row_str(&r, mode_or_null(dc->pool_mode));
-	row_int(&r, db->admin ? 0 : db_setting(dc->max_db_connections, cfg->max_db_connections));
-	row_int(&r, db->server_count);
-	row_bool(&r, db->paused);
-	row_bool(&r, db->disabled);
+	row_int(&r, admin ? 0 : db_setting(dc->max_db_connections, cfg->max_db_connections));
+	row_int(&r, db ? db->server_count : 0);
+	row_bool(&r, db && db->paused);
+	row_bool(&r, db && db->disabled);
 	result_row(res, &r);
 }
 
+/* Databases in use first, then [databases] entries not used yet (the core creates them at the
+ * first login); the "*" fallback entry is not a database. */
 static bool show_databases(Client *c, const AdminCmd *cmd, Database *unused)
 {
 	Result res;
@@ -937,7 +980,13 @@ static bool show_databases(Client *c, const AdminCmd *cmd, Database *unused)
 		const Database *db = container_of(it, Database, head);
 
 		if (!db->db_dead)
-			database_row(&res, db);
+			database_row(&res, db->name, &db->cfg, db);
+	}
+	for (int i = 0; i < cfg->n_databases; i++) {
+		const DatabaseCfg *dc = &cfg->databases[i];
+
+		if (strcmp(dc->name, "*") != 0 && !admin_find_database(dc->name))
+			database_row(&res, dc->name, dc, NULL);
 	}
 	return result_send(c, &res, "SHOW");
 }
@@ -1087,7 +1136,7 @@ static bool show_lists(Client *c, const AdminCmd *cmd, Database *db)
 	list_row(&res, "login_clients", list_count(&login_clients));
 	list_row(&res, "free_servers", sv ? (long long)sv->free_cnt : 0);
 	list_row(&res, "used_servers", n_servers_total);
-	/* NEEDS-CORE: DNS cache counters from dns/ (names, zones, queries, pending); 0 until then */
+	/* NEEDS-CORE: DNS cache counters from dns/ (names, zones, queries, pending); 0 for now */
 	list_row(&res, "dns_names", 0);
 	list_row(&res, "dns_zones", 0);
 	list_row(&res, "dns_queries", 0);
@@ -1126,13 +1175,20 @@ static bool show_mem(Client *c, const AdminCmd *cmd, Database *db)
 static bool show_fds(Client *c, const AdminCmd *cmd, Database *db)
 {
 	static const Column cols[] = {
-		{ "fd", OID_INT4 },	     { "task", OID_TEXT },
-		{ "user", OID_TEXT },	     { "database", OID_TEXT },
-		{ "addr", OID_TEXT },	     { "port", OID_INT4 },
-		{ "cancel", OID_INT8 },	     { "link", OID_INT4 },
-		{ "client_encoding", OID_TEXT }, { "std_strings", OID_TEXT },
-		{ "datestyle", OID_TEXT },   { "timezone", OID_TEXT },
-		{ "password", OID_TEXT },    { "scram_client_key", OID_BYTEA },
+		{ "fd", OID_INT4 },
+		{ "task", OID_TEXT },
+		{ "user", OID_TEXT },
+		{ "database", OID_TEXT },
+		{ "addr", OID_TEXT },
+		{ "port", OID_INT4 },
+		{ "cancel", OID_INT8 },
+		{ "link", OID_INT4 },
+		{ "client_encoding", OID_TEXT },
+		{ "std_strings", OID_TEXT },
+		{ "datestyle", OID_TEXT },
+		{ "timezone", OID_TEXT },
+		{ "password", OID_TEXT },
+		{ "scram_client_key", OID_BYTEA },
 		{ "scram_server_key", OID_BYTEA },
 	};
 	Result res;
@@ -1144,14 +1200,24 @@ static bool show_fds(Client *c, const AdminCmd *cmd, Database *db)
 /* ---------------------------------------------------------------- pgpilot's own SHOWs */
 
 static const Column cluster_cols[] = {
-	{ "name", OID_TEXT },	   { "role", OID_TEXT },	  { "state", OID_TEXT },
-	{ "host", OID_TEXT },	   { "port", OID_INT4 },	  { "timeline", OID_INT8 },
-	{ "lsn", OID_TEXT },	   { "lag_bytes", OID_INT8 },	  { "healthy", OID_TEXT },
-	{ "tags", OID_TEXT },	   { "lease_ttl_left", OID_TEXT },
+	{ "name", OID_TEXT },
+	{ "role", OID_TEXT },
+	{ "state", OID_TEXT },
+	{ "host", OID_TEXT },
+	{ "port", OID_INT4 },
+	{ "timeline", OID_INT8 },
+	{ "lsn", OID_TEXT },
+	{ "lag_bytes", OID_INT8 },
+	{ "healthy", OID_TEXT },
+	{ "tags", OID_TEXT },
+	{ "lease_ttl_left", OID_TEXT },
 };
 static const Column dns_cols[] = {
-	{ "record", OID_TEXT }, { "value", OID_TEXT },	  { "time", OID_TEXT },
-	{ "outcome", OID_TEXT }, { "attempts", OID_INT4 },
+	{ "record", OID_TEXT },
+	{ "value", OID_TEXT },
+	{ "time", OID_TEXT },
+	{ "outcome", OID_TEXT },
+	{ "attempts", OID_INT4 },
 };
 /* PgBouncer's three columns first, then pgpilot's last_error. */
 static const Column dns_hosts_cols[] = {
@@ -1159,6 +1225,13 @@ static const Column dns_hosts_cols[] = {
 	{ "ttl", OID_INT8 },
 	{ "addrs", OID_TEXT },
 	{ "last_error", OID_TEXT },
+};
+
+/* PgBouncer's SHOW DNS_ZONES (zone serial polling), which pgpilot does not do: no rows. */
+static const Column dns_zones_cols[] = {
+	{ "zonename", OID_TEXT },
+	{ "serial", OID_INT8 },
+	{ "count", OID_INT4 },
 };
 
 static const Provider *provider_find(const char *object)
@@ -1221,6 +1294,14 @@ static bool show_dns_hosts(Client *c, const AdminCmd *cmd, Database *db)
 	return show_provided(c, "dns_hosts", dns_hosts_cols, ARRAY_SIZE(dns_hosts_cols), NULL);
 }
 
+static bool show_dns_zones(Client *c, const AdminCmd *cmd, Database *db)
+{
+	Result res;
+
+	result_begin(&res, dns_zones_cols, ARRAY_SIZE(dns_zones_cols));
+	return result_send(c, &res, "SHOW");
+}
+
 bool admin_set_show_provider(const char *object, AdminShowProvider fn)
 {
 	for (int i = 0; i < n_providers; i++) {
@@ -1254,22 +1335,52 @@ static bool waiter_add(Client *c, const Database *db, WaitKind kind)
 	}
 	w = &waiters[n_waiters];
 	w->c = c;
+	w->cancel_id = c->cancel_id;
 	w->kind = kind;
 	w->dbname = NULL;
 	if (db && !(w->dbname = strdup(db->name)))
 		return false;
 	n_waiters++;
-	if (kind == ADMIN_WAIT_PAUSE)
-		c->paused_reply = true;
-	else
-		c->wait_close = true;
 	return true;
+}
+
+/* Is a reply to a PAUSE or WAIT_CLOSE of <c> still owed? */
+static bool client_is_waiting(const Client *c)
+{
+	for (int i = 0; i < n_waiters; i++)
+		if (waiters[i].c == c)
+			return true;
+	return false;
 }
 
 static void waiter_remove(int i)
 {
 	free(waiters[i].dbname);
 	waiters[i] = waiters[--n_waiters];
+}
+
+/*
+ * Is the waiting client still connected? admin_client_gone() normally takes closed clients off
+ * the list; this check keeps a stale pointer from ever being used should a path miss it: the
+ * client must still be on an admin pool's list, with the same cancel key.
+ */
+static bool waiter_alive(const Waiter *w)
+{
+	List *it, *cit;
+
+	list_for_each(it, &all_pools) {
+		const Pool *p = container_of(it, Pool, head);
+
+		if (!p->db->admin)
+			continue;
+		list_for_each(cit, &p->active_clients) {
+			const Client *c = container_of(cit, Client, head);
+
+			if (c == w->c)
+				return c->cancel_id == w->cancel_id && !c->sbuf.closed;
+		}
+	}
+	return false;
 }
 
 static bool waiter_done(const Waiter *w)
@@ -1292,8 +1403,6 @@ static void waiter_finish(Client *c, WaitKind kind)
 {
 	const char *tag = kind == ADMIN_WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE";
 
-	c->paused_reply = false;
-	c->wait_close = false;
 	if (!admin_ok(c, tag, NULL))
 		return;
 	if (c->sbuf.paused)
@@ -1308,6 +1417,10 @@ void admin_janitor(void)
 		Client *c;
 		WaitKind kind;
 
+		if (!waiter_alive(&waiters[i])) {
+			waiter_remove(i);
+			continue;
+		}
 		if (!waiter_done(&waiters[i])) {
 			i++;
 			continue;
@@ -1322,6 +1435,11 @@ void admin_janitor(void)
 	}
 }
 
+bool admin_is_waiting(const Client *c)
+{
+	return client_is_waiting(c);
+}
+
 void admin_client_gone(Client *c)
 {
 	for (int i = 0; i < n_waiters;) {
@@ -1330,8 +1448,6 @@ void admin_client_gone(Client *c)
 		else
 			i++;
 	}
-	c->paused_reply = false;
-	c->wait_close = false;
 }
 
 void admin_cleanup(void)
@@ -1479,8 +1595,8 @@ static bool cmd_set(Client *c, const AdminCmd *cmd, Database *db)
 				   "parameter \"%s\" cannot be changed without restarting pgpilot",
 				   opt->name);
 	if (!config_set_option(cfg, opt, cmd->arg, err, sizeof(err)))
-		return admin_error(c, "22023", "invalid value for parameter \"%s\": %s", opt->name,
-				   err[0] ? err : cmd->arg);
+		return admin_error(c, "22023", "%s",
+				   err[0] ? err : "invalid value for the parameter");
 	config_format_option(cfg, opt, value, sizeof(value));
 	slog_client(LOG_LVL_INFO, c, "admin command: SET %s = '%s'", opt->name, value);
 	snprintf(tag, sizeof(tag), "SET %s=%s", opt->name, value);
@@ -1512,6 +1628,7 @@ static const AdminCommand commands[] = {
 	{ "SHOW", "ha", show_ha, false, ARG_NONE },
 	{ "SHOW", "dns", show_dns, false, ARG_NONE },
 	{ "SHOW", "dns_hosts", show_dns_hosts, false, ARG_NONE },
+	{ "SHOW", "dns_zones", show_dns_zones, false, ARG_NONE },
 	{ "SET", NULL, cmd_set, true, ARG_SET },
 	{ "RELOAD", NULL, cmd_reload, true, ARG_NONE },
 	{ "PAUSE", NULL, cmd_pause, true, ARG_DB_OPTIONAL },
@@ -1577,12 +1694,12 @@ bool admin_handle_query(Client *c, const char *sql, size_t len)
 	AdminCmd cmd;
 
 	/*
-	 * NEEDS-CORE: while c->paused_reply or c->wait_close is set, the reply to the previous
-	 * command is still owed, so the client's packet handler should stop scanning (return
-	 * SB_PAUSE after consuming the 'Q'); admin_janitor() calls sbuf_continue() once it has
-	 * answered. A client that pipelines anyway is closed rather than answered out of order.
+	 * NEEDS-CORE: while a PAUSE or WAIT_CLOSE reply is owed (admin_is_waiting(c)), the
+	 * client's packet handler should stop scanning (return SB_PAUSE_CONSUMED for the 'Q');
+	 * admin_janitor() calls sbuf_continue() once it has answered. A client that pipelines
+	 * anyway is closed rather than answered out of order.
 	 */
-	if (c->paused_reply || c->wait_close) {
+	if (client_is_waiting(c)) {
 		disconnect_client(c, "08P01", "command sent before the previous one was answered");
 		return false;
 	}
@@ -1602,7 +1719,7 @@ bool admin_handle_query(Client *c, const char *sql, size_t len)
 			return admin_error(c, "42601", "a database is required");
 		/* fall through */
 	case ARG_DB_OPTIONAL:
-		if (cmd.has_arg && !(db = admin_find_database(cmd.arg)))
+		if (cmd.has_arg && !(db = admin_target_database(cmd.arg)))
 			return admin_error(c, "3D000", "no such database: %s", cmd.arg);
 		break;
 	case ARG_SET:

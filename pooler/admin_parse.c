@@ -202,7 +202,7 @@ static bool parse_plain(Cursor *cur, AdminCmd *cmd)
 
 bool admin_parse(const char *sql, size_t len, AdminCmd *cmd)
 {
-	Cursor cur = { sql, sql + len };
+	Cursor cur = {sql, sql + len};
 	bool quoted;
 
 	memset(cmd, 0, sizeof(*cmd));

@@ -18,8 +18,8 @@ typedef struct AdminCmd {
 	char object[ADMIN_WORD_MAX]; /* SHOW's object or SET's key, lower case; "" otherwise */
 	char arg[ADMIN_VALUE_MAX];   /* other verbs: the argument as written (quotes removed);
 				      * SET: the value, unquoted */
-	bool has_arg;		     /* an argument (or SET value) was given */
-	bool arg_quoted;	     /* it was written in quotes */
+	bool has_arg;                /* an argument (or SET value) was given */
+	bool arg_quoted;             /* it was written in quotes */
 } AdminCmd;
 
 /*

@@ -243,6 +243,7 @@ static void client_authenticated(Client *c)
 		u->passthrough_password = strdup(c->login->password);
 	}
 	c->pool = p;
+	c->sbuf.bytes_in = &p->stats.bytes_recv;
 	u->client_count++;
 	if (db->admin) {
 		client_finish_login(c);
@@ -717,6 +718,7 @@ void client_server_lost(Client *c, Server *s, const char *reason)
 		return;
 	}
 	snprintf(msg, sizeof(msg), "server closed the connection unexpectedly: %s", reason);
+	/* in transaction mode only the transaction is lost: an ERROR, not a FATAL */
 	if (c->expected_z) {
 		uint8_t tmp[700];
 		PktBuf pb;

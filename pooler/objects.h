@@ -111,6 +111,7 @@ typedef struct Server {
 	usec_t idle_since;
 	ScramClient *scram;	/* during SASL login */
 	PktBuf *login_params;	/* ParameterStatus messages seen during login */
+	char *fatal_msg;	/* a FATAL error it sent before closing, for its client */
 	VarCache vars;		/* the server's current parameter values */
 } Server;
 

@@ -594,6 +594,7 @@ static void pool_link(Client *c, Server *s)
 	if (c->state != CL_ACTIVE)
 		change_client_state(c, CL_ACTIVE);
 	sbuf_link(&c->sbuf, &s->sbuf);
+	s->sbuf.bytes_in = &p->stats.bytes_sent; /* what the server says goes to the client */
 	p->stats.server_assignment_count++;
 	if (c->request_time)
 		p->stats.wait_time += (uint64_t)(now - c->request_time);
@@ -636,6 +637,7 @@ void pool_release_server(Server *s)
 		sbuf_unlink(&s->sbuf);
 	}
 	s->link = NULL;
+	s->sbuf.bytes_in = NULL;
 	s->idle_since = get_cached_time();
 	if (s->close_needed || p->db->db_dead) {
 		disconnect_server(s, "server released after RECONNECT or RELOAD");
@@ -767,6 +769,7 @@ static void server_free(Server *s)
 		scram_client_cleanup(s->scram);
 		free(s->scram);
 	}
+	free(s->fatal_msg);
 	if (s->login_params) {
 		pktbuf_cleanup(s->login_params);
 		free(s->login_params);

@@ -248,6 +248,26 @@ static void error_fields(const uint8_t *pkt, uint32_t total, char *sqlstate, cha
 	}
 }
 
+/* Does an ErrorResponse carry severity FATAL or PANIC? */
+static bool error_is_fatal(const uint8_t *pkt, uint32_t total)
+{
+	uint32_t off = 5;
+
+	while (off < total && pkt[off] != 0) {
+		uint8_t f = pkt[off++];
+		const uint8_t *start = pkt + off;
+		const uint8_t *nul = memchr(start, 0, total - off);
+
+		if (!nul)
+			return false;
+		if (f == 'V' || f == 'S')
+			return strcmp((const char *)start, "FATAL") == 0 ||
+			       strcmp((const char *)start, "PANIC") == 0;
+		off = (uint32_t)(nul - pkt) + 1;
+	}
+	return false;
+}
+
 static bool server_send_password_msg(Server *s, const void *data, size_t len, bool add_nul)
 {
 	PktBuf pb;
@@ -669,6 +689,17 @@ static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 			return SB_NEED_FULL;
 		server_note_parameter(s, pkt, total, false);
 		return SB_FORWARD;
+	case 'E':
+		/* a FATAL error ends the server, not the client: keep it for the 08006 message */
+		if (avail >= total && error_is_fatal(pkt, total)) {
+			char sqlstate[6], msg[300];
+
+			error_fields(pkt, total, sqlstate, msg, sizeof(msg));
+			free(s->fatal_msg);
+			s->fatal_msg = strdup(msg);
+			return SB_CONSUMED;
+		}
+		return SB_FORWARD;
 	case '1':
 		s->pool->stats.server_parse_count++;
 		return SB_FORWARD;
@@ -703,7 +734,10 @@ static void server_close_cb(Sbuf *sb, const char *reason)
 		disconnect_server(s, "%s", msg);
 		return;
 	}
-	disconnect_server(s, "server closed the connection: %s", reason);
+	if (s->fatal_msg)
+		disconnect_server(s, "%s", s->fatal_msg);
+	else
+		disconnect_server(s, "server closed the connection: %s", reason);
 }
 
 /* --- cancel --- */

@@ -2,8 +2,8 @@
 
 pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
 
-Fixtures: pg_template (session: a stopped, fully prepared PostgreSQL data dir), pg (session: a
-running copy of it; with xdist each worker has its own), pooler_factory (function: build and start
+Fixtures: pg (session: a running, prepared PostgreSQL; with xdist each worker has its own),
+fresh_pg (function: a private stopped PostgreSQL for tests that start it late), pooler_factory (function: build and start
 poolers, stopped at teardown with their log printed when the test failed), pooler (function: the
 default pooler, started). Markers: pgpilot_only (skipped when POOLER=pgbouncer).
 """
@@ -46,18 +46,9 @@ def _failed(request):
 
 
 @pytest.fixture(scope="session")
-def pg_template(leak_check):
-    """A prepared PostgreSQL data dir (roles, appdb, benchdb with pgbench data), stopped."""
-    t = harness.make_template_cluster()
-    yield t
-    t.destroy()
-
-
-@pytest.fixture(scope="session")
-def pg(pg_template):
-    """The shared running PostgreSQL of this worker (roles, appdb, benchdb)."""
-    c = harness.cluster_from_template(pg_template)
-    c.start()
+def pg(leak_check):
+    """The shared running PostgreSQL of this worker (roles, appdb, benchdb with pgbench data)."""
+    c = harness.make_cluster()
     yield c
     c.destroy()
 
@@ -103,12 +94,13 @@ def pooler(pooler_factory):
 
 
 @pytest.fixture
-def fresh_pg(pg_template):
-    """A private PostgreSQL (not started) copied from the template, destroyed at teardown."""
+def fresh_pg():
+    """Factory for a private PostgreSQL (roles and appdb, no pgbench data), prepared then stopped
+    (start it with .start()); destroyed at teardown."""
     made = []
 
     def make(port=None):
-        c = harness.cluster_from_template(pg_template, port=port)
+        c = harness.make_cluster(port=port, bench=False, start=False)
         made.append(c)
         return c
 

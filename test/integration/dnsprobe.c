@@ -57,7 +57,8 @@ static void resolved_cb(void *arg, const char *host, const struct sockaddr *addr
 	char text[64] = "";
 
 	if (addr && addr->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, text, sizeof(text));
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, text,
+			  sizeof(text));
 	else if (addr && addr->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, text,
 			  sizeof(text));

@@ -232,6 +232,7 @@ class PgCluster:
             f.write("\n# pgpilot integration tests\n"
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                     "shared_buffers = 16MB\nmax_connections = 150\n"
+                    "wal_level = minimal\nmax_wal_senders = 0\n"
                     "password_encryption = 'scram-sha-256'\n"
                     "log_min_messages = warning\nlog_connections = off\n"
                     "unix_socket_permissions = 0777\n")
@@ -285,14 +286,15 @@ class PgCluster:
             return ""
 
     # -- content
-    def setup_content(self):
+    def setup_content(self, bench=True):
         with self.connect_super() as c:
             c.execute("SET password_encryption = 'md5'")
             c.execute("CREATE ROLE md5user LOGIN PASSWORD 'md5pass'")
             c.execute("SET password_encryption = 'scram-sha-256'")
             c.execute("CREATE ROLE scramuser LOGIN PASSWORD 'scrampass'")
             c.execute("CREATE DATABASE appdb OWNER md5user")
-            c.execute("CREATE DATABASE benchdb OWNER md5user")
+            if bench:
+                c.execute("CREATE DATABASE benchdb OWNER md5user")
         with self.connect_super(dbname="appdb") as c:
             c.execute("ALTER SCHEMA public OWNER TO md5user")
             c.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
@@ -300,6 +302,8 @@ class PgCluster:
             c.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 100) g")
             c.execute("ALTER TABLE items OWNER TO md5user")
             c.execute("GRANT ALL ON items TO PUBLIC")
+        if not bench:
+            return
         env = dict(os.environ, PGPASSWORD="md5pass")
         p = subprocess.run([f"{PG_BINDIR}/pgbench", "-i", "-s", "1", "-q", "-h", "127.0.0.1",
                             "-p", str(self.port), "-U", "md5user", "benchdb"],
@@ -351,22 +355,15 @@ class PgCluster:
         return self.query("SELECT pg_terminate_backend(%s)", (pid,))[0][0]
 
 
-def make_template_cluster():
-    """initdb + roles + databases + pgbench data, cleanly stopped, so copies start instantly."""
-    pg = PgCluster()
+def make_cluster(port=None, bench=True, start=True):
+    """initdb + roles + databases (+ pgbench data in benchdb when bench), left running unless
+    start is False (then it is stopped after the setup)."""
+    pg = PgCluster(port=port)
     pg.initdb()
     pg.start()
-    pg.setup_content()
-    pg.stop()
-    return pg
-
-
-def cluster_from_template(template, port=None):
-    """A new cluster (not started) whose data dir is a copy of the template's."""
-    pg = PgCluster(port=port)
-    shutil.copytree(template.datadir, pg.datadir, symlinks=True)
-    chown_tree(pg.datadir)
-    os.chmod(pg.datadir, 0o700)
+    pg.setup_content(bench=bench)
+    if not start:
+        pg.stop()
     return pg
 
 

@@ -27,9 +27,8 @@ static void test_defaults(void **state)
 	assert_false(cfg.use_tcp);
 	assert_false(dns_config_is_enabled(&cfg));
 	assert_true(dns_config_validate(&cfg, err, sizeof(err))); /* disabled is valid */
-	assert_string_equal(dns_config_format(&cfg, dns_config_find("update_timeout"), buf,
-					      sizeof(buf)),
-			    "2");
+	assert_string_equal(
+	    dns_config_format(&cfg, dns_config_find("update_timeout"), buf, sizeof(buf)), "2");
 	for (const DnsConfigOption *o = dns_config_options; o->name; o++) {
 		assert_non_null(o->doc);
 		assert_non_null(o->defval);
@@ -59,9 +58,8 @@ static void test_set_values(void **state)
 	assert_false(dns_config_set(&cfg, "no_such_key", "1", err, sizeof(err)));
 	assert_string_equal(err, "unrecognized [dns] parameter \"no_such_key\"");
 	assert_true(dns_config_set(&cfg, "tsig_secret", "c2VjcmV0", err, sizeof(err)));
-	assert_string_equal(dns_config_format(&cfg, dns_config_find("tsig_secret"), buf,
-					      sizeof(buf)),
-			    "********");
+	assert_string_equal(
+	    dns_config_format(&cfg, dns_config_find("tsig_secret"), buf, sizeof(buf)), "********");
 	assert_true(dns_config_set(&cfg, "replica_name", "", err, sizeof(err)));
 	assert_null(cfg.replica_name);
 	dns_config_cleanup(&cfg);
@@ -73,8 +71,9 @@ static void test_servers_csv(void **state)
 	char csv[256], err[256];
 
 	dns_config_init(&cfg);
-	assert_true(dns_config_set(&cfg, "update_servers", "127.0.0.1:55353, 10.0.0.1 [::1]:5353,fd00::1",
-				   err, sizeof(err)));
+	assert_true(dns_config_set(&cfg, "update_servers",
+				   "127.0.0.1:55353, 10.0.0.1 [::1]:5353,fd00::1", err,
+				   sizeof(err)));
 	assert_true(dns_config_servers_csv(&cfg, csv, sizeof(csv), err, sizeof(err)));
 	assert_string_equal(csv, "127.0.0.1:55353,10.0.0.1:53,[::1]:5353,[fd00::1]:53");
 	assert_true(dns_config_set(&cfg, "update_servers", "ns1.example.com", err, sizeof(err)));
@@ -145,10 +144,10 @@ static void test_validate(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_set_values),
-		cmocka_unit_test(test_servers_csv),
-		cmocka_unit_test(test_validate),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_set_values),
+	    cmocka_unit_test(test_servers_csv),
+	    cmocka_unit_test(test_validate),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,14 +25,14 @@
 static const char *SECRET = "3fv81dfSYQyJeustVKq369RMsNVRkowSpm//n0zw2DU=";
 static const uint64_t TIME_SIGNED = 1795623339;
 static const char *REQUEST_HEX =
-	"2b2d2800000100000002000102706704746573740000060001077072696d617279c00c000100ff0000000000"
-	"00c019000100010000001e00047f0000140d7067706f6f6c2d7570646174650000fa00ff00000000003d0b68"
-	"6d61632d7368613235360000006b0709ab012c0020edf9b96a112a01fa814be72df08688b03d5a32d23b92fd"
-	"184ae0058fe93ad8392b2d00000000";
+    "2b2d2800000100000002000102706704746573740000060001077072696d617279c00c000100ff0000000000"
+    "00c019000100010000001e00047f0000140d7067706f6f6c2d7570646174650000fa00ff00000000003d0b68"
+    "6d61632d7368613235360000006b0709ab012c0020edf9b96a112a01fa814be72df08688b03d5a32d23b92fd"
+    "184ae0058fe93ad8392b2d00000000";
 static const char *REPLY_HEX =
-	"2b2da8000001000000000001027067047465737400000600010d7067706f6f6c2d7570646174650000fa00ff"
-	"00000000003d0b686d61632d7368613235360000006b0709ab012c002038db83c06d4430c0892eb05a77e8b6"
-	"7fd91a1dfe216f531bf5389289f05caa0b2b2d00000000";
+    "2b2da8000001000000000001027067047465737400000600010d7067706f6f6c2d7570646174650000fa00ff"
+    "00000000003d0b686d61632d7368613235360000006b0709ab012c002038db83c06d4430c0892eb05a77e8b6"
+    "7fd91a1dfe216f531bf5389289f05caa0b2b2d00000000";
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)
 {
@@ -52,7 +52,8 @@ static void load_key(DnsTsigKey *key)
 {
 	char err[256];
 
-	assert_true(dns_tsig_key_set(key, "pgpool-update", "hmac-sha256", SECRET, err, sizeof(err)));
+	assert_true(
+	    dns_tsig_key_set(key, "pgpool-update", "hmac-sha256", SECRET, err, sizeof(err)));
 	assert_int_equal(key->secret_len, 32);
 }
 
@@ -71,8 +72,8 @@ static size_t build_vector_request(uint8_t *buf, size_t cap, uint8_t *mac, size_
 	upd.addrs = &addr;
 	upd.naddrs = 1;
 	assert_true(dns_update_encode(&msg, buf, cap, &len, err, sizeof(err)));
-	assert_true(dns_tsig_sign(&key, buf, &len, cap, TIME_SIGNED, 300, mac, maclen, err,
-				  sizeof(err)));
+	assert_true(
+	    dns_tsig_sign(&key, buf, &len, cap, TIME_SIGNED, 300, mac, maclen, err, sizeof(err)));
 	dns_tsig_key_cleanup(&key);
 	return len;
 }
@@ -149,7 +150,8 @@ static void test_vector_reply_wrong_key(void **state)
 	(void)build_vector_request(req, sizeof(req), mac, &maclen);
 	rlen = unhex(REPLY_HEX, rep, sizeof(rep));
 	assert_true(dns_tsig_key_set(&key, "pgpool-update", NULL,
-				     "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", err, sizeof(err)));
+				     "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", err,
+				     sizeof(err)));
 	dns_update_check_reply(&key, 0x2b2d, mac, maclen, rep, rlen, TIME_SIGNED, &chk);
 	assert_int_equal(chk.outcome, DNS_OUTCOME_BAD_MAC);
 	assert_true(dns_tsig_key_set(&key, "other-key", NULL, SECRET, err, sizeof(err)));
@@ -200,7 +202,8 @@ static size_t make_reply(uint8_t *out, uint16_t id, int rcode, int mac_mode, uin
 	put_be16(vars + v + 8, tsig_error);
 	put_be16(vars + v + 10, other_len);
 	v += 12;
-	memcpy(vars + v, other, other_len);
+	if (other_len)
+		memcpy(vars + v, other, other_len);
 	v += other_len;
 
 	if (mac_mode == 1) {
@@ -238,7 +241,8 @@ static size_t make_reply(uint8_t *out, uint16_t id, int rcode, int mac_mode, uin
 	put_be16(out + n + 2, tsig_error);
 	put_be16(out + n + 4, other_len);
 	n += 6;
-	memcpy(out + n, other, other_len);
+	if (other_len)
+		memcpy(out + n, other, other_len);
 	n += other_len;
 	put_be16(out + 10, 1);
 	return n;
@@ -248,10 +252,17 @@ static size_t make_reply(uint8_t *out, uint16_t id, int rcode, int mac_mode, uin
 static void test_every_rcode(void **state)
 {
 	static const DnsOutcome want[] = {
-		DNS_OUTCOME_OK,		   DNS_OUTCOME_FORMERR,	      DNS_OUTCOME_SERVFAIL,
-		DNS_OUTCOME_PREREQ_FAILED, DNS_OUTCOME_NOTIMP,	      DNS_OUTCOME_REFUSED,
-		DNS_OUTCOME_PREREQ_FAILED, DNS_OUTCOME_PREREQ_FAILED, DNS_OUTCOME_PREREQ_FAILED,
-		DNS_OUTCOME_NOTAUTH,	   DNS_OUTCOME_NOTZONE,
+	    DNS_OUTCOME_OK,
+	    DNS_OUTCOME_FORMERR,
+	    DNS_OUTCOME_SERVFAIL,
+	    DNS_OUTCOME_PREREQ_FAILED,
+	    DNS_OUTCOME_NOTIMP,
+	    DNS_OUTCOME_REFUSED,
+	    DNS_OUTCOME_PREREQ_FAILED,
+	    DNS_OUTCOME_PREREQ_FAILED,
+	    DNS_OUTCOME_PREREQ_FAILED,
+	    DNS_OUTCOME_NOTAUTH,
+	    DNS_OUTCOME_NOTZONE,
 	};
 	uint8_t req[512], rep[512], mac[DNS_TSIG_MAX_MAC];
 	size_t maclen = 0, rlen;
@@ -310,8 +321,8 @@ static void test_tsig_errors(void **state)
 	/* server clock 1000 s ahead */
 	put_be16(other, 0);
 	put_be32(other + 2, (uint32_t)(TIME_SIGNED + 1000));
-	rlen = make_reply(rep, 0x2b2d, DNS_RCODE_NOTAUTH, 1, DNS_TSIG_BADTIME, other, 6, mac,
-			  maclen);
+	rlen =
+	    make_reply(rep, 0x2b2d, DNS_RCODE_NOTAUTH, 1, DNS_TSIG_BADTIME, other, 6, mac, maclen);
 	dns_update_check_reply(&key, 0x2b2d, mac, maclen, rep, rlen, TIME_SIGNED, &chk);
 	assert_int_equal(chk.outcome, DNS_OUTCOME_BADTIME);
 	assert_true(chk.authenticated);
@@ -321,14 +332,15 @@ static void test_tsig_errors(void **state)
 
 	/* server clock behind */
 	put_be32(other + 2, (uint32_t)(TIME_SIGNED - 400));
-	rlen = make_reply(rep, 0x2b2d, DNS_RCODE_NOTAUTH, 1, DNS_TSIG_BADTIME, other, 6, mac,
-			  maclen);
+	rlen =
+	    make_reply(rep, 0x2b2d, DNS_RCODE_NOTAUTH, 1, DNS_TSIG_BADTIME, other, 6, mac, maclen);
 	dns_update_check_reply(&key, 0x2b2d, mac, maclen, rep, rlen, TIME_SIGNED, &chk);
 	assert_int_equal(chk.outcome, DNS_OUTCOME_BADTIME);
 	assert_int_equal(chk.skew, -400);
 
 	/* BADTIME without other data: still BADTIME, no skew */
-	rlen = make_reply(rep, 0x2b2d, DNS_RCODE_NOTAUTH, 1, DNS_TSIG_BADTIME, NULL, 0, mac, maclen);
+	rlen =
+	    make_reply(rep, 0x2b2d, DNS_RCODE_NOTAUTH, 1, DNS_TSIG_BADTIME, NULL, 0, mac, maclen);
 	dns_update_check_reply(&key, 0x2b2d, mac, maclen, rep, rlen, TIME_SIGNED, &chk);
 	assert_int_equal(chk.outcome, DNS_OUTCOME_BADTIME);
 	assert_false(chk.has_skew);
@@ -373,19 +385,24 @@ static void test_garbage_replies(void **state)
 	DnsReply rep;
 	char err[128];
 	/* zone name is a pointer to itself */
-	static const uint8_t loop1[] = {0x2b, 0x2d, 0xa8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 6, 0, 1};
+	static const uint8_t loop1[] = {0x2b, 0x2d, 0xa8, 0,    0,    1, 0, 0, 0,
+					0,    0,    0,    0xc0, 0x0c, 0, 6, 0, 1};
 	/* a pointer forward */
-	static const uint8_t fwd[] = {0x2b, 0x2d, 0xa8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0e, 1, 'a', 0, 0, 6, 0, 1};
+	static const uint8_t fwd[] = {0x2b, 0x2d, 0xa8, 0, 0,   1, 0, 0, 0, 0, 0,
+				      0,    0xc0, 0x0e, 1, 'a', 0, 0, 6, 0, 1};
 	/* label "a" then a pointer back to the label: would loop */
-	static const uint8_t loop2[] = {0x2b, 0x2d, 0xa8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0xc0, 0x0c, 0, 6, 0, 1};
+	static const uint8_t loop2[] = {0x2b, 0x2d, 0xa8, 0,   0,    1,    0, 0, 0, 0,
+					0,    0,    1,    'a', 0xc0, 0x0c, 0, 6, 0, 1};
 	/* 65535 records announced, none present */
-	static const uint8_t counts[] = {0x2b, 0x2d, 0xa8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	static const uint8_t counts[] = {0x2b, 0x2d, 0xa8, 0,    0xff, 0xff,
+					 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	/* label with the reserved 0x40 type */
-	static const uint8_t ext[] = {0x2b, 0x2d, 0xa8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x41, 'a', 0, 0, 6, 0, 1};
+	static const uint8_t ext[] = {0x2b, 0x2d, 0xa8, 0,   0, 1, 0, 0, 0, 0,
+				      0,    0,    0x41, 'a', 0, 0, 6, 0, 1};
 	/* a TSIG record in the update section, followed by another record */
-	static const uint8_t early[] = {0x2b, 0x2d, 0xa8, 0,    0, 0, 0, 0, 0, 1, 0, 1,
-					0,    0,    250,  0,    255, 0, 0, 0, 0, 0, 0,
-					0,    0,    1,    0,    1,  0, 0, 0, 0, 0, 0};
+	static const uint8_t early[] = {0x2b, 0x2d, 0xa8, 0, 0,   0, 0, 0, 0, 1, 0, 1,
+					0,    0,    250,  0, 255, 0, 0, 0, 0, 0, 0, 0,
+					0,    1,    0,    1, 0,   0, 0, 0, 0, 0};
 
 	assert_false(dns_update_parse_reply(loop1, sizeof(loop1), &rep, err, sizeof(err)));
 	assert_false(dns_update_parse_reply(fwd, sizeof(fwd), &rep, err, sizeof(err)));
@@ -462,11 +479,19 @@ static void test_name_edge_cases(void **state)
 static void test_encode_replica_rrset(void **state)
 {
 	DnsAddr addrs[3];
-	DnsPrereq pre = {.kind = DNS_PREREQ_RRSET_EQUALS, .name = "replica.pg.test", .type = DNS_TYPE_A};
-	DnsRRsetUpdate upd = {.name = "replica.pg.test.", .replace = DNS_REPLACE_A | DNS_REPLACE_AAAA,
-			      .ttl = 5, .addrs = addrs, .naddrs = 3};
-	DnsUpdateMsg msg = {.id = 7, .zone = "pg.test.", .prereqs = &pre, .nprereqs = 1,
-			    .updates = &upd, .nupdates = 1};
+	DnsPrereq pre = {
+	    .kind = DNS_PREREQ_RRSET_EQUALS, .name = "replica.pg.test", .type = DNS_TYPE_A};
+	DnsRRsetUpdate upd = {.name = "replica.pg.test.",
+			      .replace = DNS_REPLACE_A | DNS_REPLACE_AAAA,
+			      .ttl = 5,
+			      .addrs = addrs,
+			      .naddrs = 3};
+	DnsUpdateMsg msg = {.id = 7,
+			    .zone = "pg.test.",
+			    .prereqs = &pre,
+			    .nprereqs = 1,
+			    .updates = &upd,
+			    .nupdates = 1};
 	uint8_t buf[512];
 	size_t len = 0;
 	char err[256];
@@ -549,16 +574,16 @@ static void test_sign_no_room(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_vector_request_identical),
-		cmocka_unit_test(test_vector_reply_verifies),
-		cmocka_unit_test(test_vector_reply_wrong_key),
-		cmocka_unit_test(test_every_rcode),
-		cmocka_unit_test(test_tsig_errors),
-		cmocka_unit_test(test_truncated_replies),
-		cmocka_unit_test(test_garbage_replies),
-		cmocka_unit_test(test_name_edge_cases),
-		cmocka_unit_test(test_encode_replica_rrset),
-		cmocka_unit_test(test_sign_no_room),
+	    cmocka_unit_test(test_vector_request_identical),
+	    cmocka_unit_test(test_vector_reply_verifies),
+	    cmocka_unit_test(test_vector_reply_wrong_key),
+	    cmocka_unit_test(test_every_rcode),
+	    cmocka_unit_test(test_tsig_errors),
+	    cmocka_unit_test(test_truncated_replies),
+	    cmocka_unit_test(test_garbage_replies),
+	    cmocka_unit_test(test_name_edge_cases),
+	    cmocka_unit_test(test_encode_replica_rrset),
+	    cmocka_unit_test(test_sign_no_room),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

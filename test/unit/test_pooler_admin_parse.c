@@ -110,34 +110,34 @@ static void test_set(void **state)
 static void test_junk(void **state)
 {
 	static const char *const bad[] = {
-		"",
-		"   ",
-		";",
-		"SHOW",
-		"SHOW;",
-		"SHOW pools extra",
-		"SHOW pools;;",
-		"SHOW pools; SHOW clients",
-		"select 1, 2", /* "select 1" parses; the dispatcher rejects the verb */
-		"PAUSE a b",
-		"PAUSE\"db\"",
-		"\"PAUSE\"",
-		"PAUSE \"\"",
-		"PAUSE \"unterminated",
-		"PAUSE db-1",
-		"SET",
-		"SET x",
-		"SET x =",
-		"SET x 1",
-		"SET x == 1",
-		"SET x = 1 2",
-		"SET x = 'unterminated",
-		"SET x = 'a' 'b'",
-		"SET x tox",
-		"SET = 1",
-		"SETx = 1",
-		"RELOAD now please",
-		"-- comment",
+	    "",
+	    "   ",
+	    ";",
+	    "SHOW",
+	    "SHOW;",
+	    "SHOW pools extra",
+	    "SHOW pools;;",
+	    "SHOW pools; SHOW clients",
+	    "select 1, 2", /* "select 1" parses; the dispatcher rejects the verb */
+	    "PAUSE a b",
+	    "PAUSE\"db\"",
+	    "\"PAUSE\"",
+	    "PAUSE \"\"",
+	    "PAUSE \"unterminated",
+	    "PAUSE db-1",
+	    "SET",
+	    "SET x",
+	    "SET x =",
+	    "SET x 1",
+	    "SET x == 1",
+	    "SET x = 1 2",
+	    "SET x = 'unterminated",
+	    "SET x = 'a' 'b'",
+	    "SET x tox",
+	    "SET = 1",
+	    "SETx = 1",
+	    "RELOAD now please",
+	    "-- comment",
 	};
 	AdminCmd cmd;
 
@@ -175,9 +175,11 @@ static void test_nul_and_length(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_show),	 cmocka_unit_test(test_verbs),
-		cmocka_unit_test(test_set),	 cmocka_unit_test(test_junk),
-		cmocka_unit_test(test_nul_and_length),
+	    cmocka_unit_test(test_show),
+	    cmocka_unit_test(test_verbs),
+	    cmocka_unit_test(test_set),
+	    cmocka_unit_test(test_junk),
+	    cmocka_unit_test(test_nul_and_length),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
