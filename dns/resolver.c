@@ -11,6 +11,7 @@
 #include "dns/dns_log.h"
 
 #include <event2/event.h>
+#include <openssl/rand.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_HOST_ADDRS 16
 #define RETRY_AFTER_FAILURE 2.0 /* seconds between lookups of a failing name */
@@ -309,8 +311,10 @@ DnsLookup dns_resolve(DnsResolver *r, const char *host, int port, struct sockadd
 			return DNS_LOOKUP_FAILED;
 		}
 		e->r = r;
-		e->expires = now;         /* nothing cached: forces the first lookup */
-		e->rr = (unsigned)rand(); /* spread poolers over a multi-address name */
+		e->expires = now; /* nothing cached: forces the first lookup */
+		/* a random start spreads poolers over a multi-address name */
+		if (RAND_bytes((unsigned char *)&e->rr, sizeof(e->rr)) != 1)
+			e->rr = (unsigned)getpid();
 		e->next = r->hosts;
 		r->hosts = e;
 	}

@@ -634,7 +634,7 @@ static void client_row(Result *res, const Client *c, SockView view, usec_t now)
 	/* NEEDS-CORE: the pool's user is the login user of its servers; with a forced user= the
 	 * client's own name is lost after login. A Client.user (User *) would let SHOW CLIENTS
 	 * report the name the client logged in with, as PgBouncer does. */
-	si.user = c->pool ? c->pool->user->name : (c->login ? c->login->user : NULL);
+	si.user = c->user ? c->user->name : (c->login ? c->login->user : NULL);
 	si.database = c->pool ? c->pool->db->name : (c->login ? c->login->database : NULL);
 	si.state = client_state_label(c);
 	si.addr = &c->addr;
@@ -1509,9 +1509,22 @@ static bool cmd_pause(Client *c, const AdminCmd *cmd, Database *db)
 	return reply_or_wait(c, db, ADMIN_WAIT_PAUSE);
 }
 
+/* Is anything paused: the whole pooler or any one database (RESUME without a name undoes all)? */
+static bool anything_paused(void)
+{
+	List *it;
+
+	if (pooler_paused)
+		return true;
+	list_for_each(it, &all_databases)
+		if (container_of(it, Database, head)->paused)
+			return true;
+	return false;
+}
+
 static bool cmd_resume(Client *c, const AdminCmd *cmd, Database *db)
 {
-	if (db ? !db->paused : !pooler_paused)
+	if (db ? !db->paused : !anything_paused())
 		return db ? admin_error(c, "55000", "database \"%s\" is not paused", db->name)
 			  : admin_error(c, "55000", "pooler is not paused");
 	log_action(c, "RESUME", db);

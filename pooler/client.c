@@ -243,6 +243,7 @@ static void client_authenticated(Client *c)
 		u->passthrough_password = strdup(c->login->password);
 	}
 	c->pool = p;
+	c->user = u;
 	c->sbuf.bytes_in = &p->stats.bytes_recv;
 	u->client_count++;
 	if (db->admin) {
@@ -654,6 +655,9 @@ static SbufAction client_handle_admin(Client *c, uint8_t type, uint32_t total, c
 	}
 	if (avail < total)
 		return SB_NEED_FULL;
+	/* PAUSE and WAIT_CLOSE answer later: the next command waits for that answer */
+	if (admin_is_waiting(c))
+		return SB_PAUSE;
 	if (total < 6 || pkt[total - 1] != 0) {
 		disconnect_client(c, "08P01", "invalid query message");
 		return SB_CLOSED;

@@ -11,6 +11,8 @@
 #include "pooler/listener.h"
 #include "pooler/log.h"
 #include "pooler/pool.h"
+#include "pooler/sections.h"
+#include "dns/dns_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -219,6 +221,28 @@ static void raise_fd_limit(void)
 			    (unsigned long long)rl.rlim_cur);
 }
 
+/* dns/ and ha/ log through hooks (they do not depend on the pooler). */
+static void dns_log_hook(void *arg, DnsLogLevel lvl, const char *msg)
+{
+	static const LogLevel map[] = { LOG_LVL_ERROR, LOG_LVL_WARNING, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+	log_msg(map[lvl <= DNS_LOG_DEBUG ? lvl : DNS_LOG_DEBUG], "dns: %s", msg);
+}
+
+/* The asynchronous resolver of backend host names, with the [dns] cache settings. */
+static bool resolver_start(char *err, size_t errlen)
+{
+	const DnsConfig *dc = sections_dns(cfg);
+	DnsResolverOptions opts;
+
+	dns_set_log_func(dns_log_hook, NULL);
+	memset(&opts, 0, sizeof(opts));
+	opts.max_ttl = dc ? dc->dns_max_ttl : 60;
+	opts.stale_keep = dc ? dc->dns_stale_keep : 300;
+	pooler_resolver = dns_resolver_new(base, &opts, err, errlen);
+	return pooler_resolver != NULL;
+}
+
 static bool drop_privileges(const char *user)
 {
 	struct passwd *pw = getpwnam(user);
@@ -339,6 +363,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	if (!sections_register()) {
+		log_msg(LOG_LVL_FATAL, "could not register the configuration sections");
+		return 1;
+	}
 	memset(&errs, 0, sizeof(errs));
 	cfg = config_load(argv[optind], &errs);
 	log_config_errors(&errs, LOG_LVL_FATAL);
@@ -376,6 +404,8 @@ int main(int argc, char **argv)
 		fatal("could not create the event loop");
 	if (!pool_global_init(base) || !sbuf_global_init(base, cfg->pkt_buf))
 		fatal("out of memory at start-up");
+	if (!resolver_start(err, sizeof(err)))
+		fatal("could not start the DNS resolver: %s", err);
 	pool_apply_config();
 	pooler_start_time = get_cached_time();
 	if (!setup_signals())
@@ -394,6 +424,8 @@ int main(int argc, char **argv)
 	admin_cleanup();
 	pools_kill(NULL);
 	pool_global_cleanup();
+	if (pooler_resolver)
+		dns_resolver_free(pooler_resolver);
 	for (size_t i = 0; i < ARRAY_SIZE(sig_events); i++)
 		if (sig_events[i])
 			event_free(sig_events[i]);

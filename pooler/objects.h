@@ -64,6 +64,7 @@ typedef struct Client {
 	Sbuf sbuf;		 /* socket and I/O; must stay first */
 	List head;		 /* on the list of its state */
 	struct Pool *pool;	 /* NULL until the login picks one */
+	struct User *user;	 /* who logged in (the pool's user may be a forced user=) */
 	struct Server *link;	 /* server linked in, or NULL */
 	ClientLogin *login;	 /* only during CL_LOGIN */
 	uint8_t state;		 /* ClientState */
@@ -176,6 +177,7 @@ typedef struct Pool {
 	uint32_t welcome_len;
 	bool have_welcome;
 	bool last_login_failed;
+	bool resolving;		  /* a host name lookup for its next server runs */
 	char *last_login_error;	  /* message of the last failed server login */
 	usec_t last_connect_failed_time;
 	usec_t last_connect_time;

@@ -10,6 +10,7 @@
  * pool_activate, pool_server_ready, disconnect_client, disconnect_server, cancel_*.
  */
 #include "pooler/pool.h"
+#include "pooler/admin.h"
 #include "pooler/client.h"
 #include "pooler/server.h"
 #include "pooler/slab.h"
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 
 struct event_base *pooler_base;
+DnsResolver *pooler_resolver;
 Config *cfg;
 List all_pools = LIST_INIT(all_pools);
 List all_databases = LIST_INIT(all_databases);
@@ -854,9 +856,10 @@ void disconnect_client(Client *c, const char *sqlstate, const char *fmt, ...)
 			disconnect_server(s, "client disconnected mid-transaction");
 	}
 	cancel_unregister(c);
-	if (c->pool && c->state != CL_LOGIN) {
-		c->pool->user->client_count--;
-	}
+	if (c->admin)
+		admin_client_gone(c);
+	if (c->user && c->state != CL_LOGIN)
+		c->user->client_count--;
 	sbuf_close(&c->sbuf);
 	n_clients_total--;
 	change_client_state(c, CL_JUSTFREE);

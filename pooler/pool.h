@@ -12,7 +12,11 @@
 
 #include <event2/event.h>
 
+#include "dns/resolver.h"
+
 extern struct event_base *pooler_base;
+/* Backend host names are resolved here (never with a blocking call). */
+extern DnsResolver *pooler_resolver;
 
 bool pool_global_init(struct event_base *base) _MUSTCHECK;
 void pool_global_cleanup(void);

@@ -12,6 +12,7 @@
 #include "pooler/server.h"
 #include "pooler/client.h"
 #include "pooler/pool.h"
+#include "pooler/routing.h"
 #include "protocol/packet.h"
 
 #include <arpa/inet.h>
@@ -42,18 +43,65 @@ static uint32_t next_server_id = 1;
 
 /* --- connecting --- */
 
-/* Fill a sockaddr for the database's host and port; false with err when it cannot. */
-static bool server_target_addr(const Database *db, struct sockaddr_storage *ss, socklen_t *len,
-			       PgAddr *pa, char *err, size_t errlen)
+static void server_login_failed(Pool *p, const char *sqlstate, const char *msg);
+
+typedef enum TargetStatus {
+	TARGET_OK,	/* address filled in */
+	TARGET_PENDING, /* a name lookup runs; the pool is activated again when it ends */
+	TARGET_FAILED,	/* no address; err says why */
+} TargetStatus;
+
+static void pgaddr_from_sockaddr(PgAddr *pa, const struct sockaddr *sa, int port)
 {
+	memset(pa, 0, sizeof(*pa));
+	pa->family = (uint8_t)sa->sa_family;
+	pa->port = (uint16_t)port;
+	if (sa->sa_family == AF_INET)
+		memcpy(pa->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	else if (sa->sa_family == AF_INET6)
+		memcpy(pa->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+}
+
+static void server_resolved_cb(void *arg, const char *host, const struct sockaddr *addr,
+			       const char *errmsg)
+{
+	Pool *p = arg;
+
+	p->resolving = false;
+	if (!addr) {
+		char msg[300];
+
+		snprintf(msg, sizeof(msg), "could not resolve host \"%s\": %s", host,
+			 errmsg ? errmsg : "unknown error");
+		p->last_connect_failed_time = get_cached_time();
+		server_login_failed(p, "08001", msg);
+		return;
+	}
+	/* the answer is cached now: launching again finds it at once */
+	pool_activate(p);
+}
+
+/*
+ * Where the pool's servers go: host and port from [databases], or from the cluster view for a
+ * cluster= database. Fill a sockaddr; names are resolved asynchronously (TARGET_PENDING).
+ */
+static TargetStatus server_target_addr(Pool *p, struct sockaddr_storage *ss, socklen_t *len,
+				       PgAddr *pa, char *err, size_t errlen)
+{
+	Database *db = p->db;
 	const char *host = db->cfg.host;
 	int port = db->cfg.port > 0 ? db->cfg.port : 5432;
-	struct addrinfo hints, *res = NULL;
-	char portstr[16];
+	char hostbuf[256];
+	DnsLookup lk;
 	int rc;
 
 	memset(ss, 0, sizeof(*ss));
 	memset(pa, 0, sizeof(*pa));
+	if (db->cfg.cluster) {
+		if (!routing_target(db, hostbuf, sizeof(hostbuf), &port, err, errlen))
+			return TARGET_FAILED;
+		host = hostbuf;
+	}
 	if (!host || host[0] == '/') {
 		struct sockaddr_un *un = (struct sockaddr_un *)ss;
 
@@ -62,39 +110,61 @@ static bool server_target_addr(const Database *db, struct sockaddr_storage *ss, 
 			      host ? host : "/tmp", port);
 		if (rc < 0 || (size_t)rc >= sizeof(un->sun_path)) {
 			snprintf(err, errlen, "unix socket path too long");
-			return false;
+			return TARGET_FAILED;
 		}
 		*len = sizeof(*un);
 		pa->family = AF_UNIX;
 		pa->port = (uint16_t)port;
+		return TARGET_OK;
+	}
+	if (p->resolving)
+		return TARGET_PENDING;
+	lk = dns_resolve(pooler_resolver, host, port, ss, len, server_resolved_cb, p);
+	if (lk == DNS_LOOKUP_PENDING) {
+		p->resolving = true;
+		return TARGET_PENDING;
+	}
+	if (lk == DNS_LOOKUP_FAILED) {
+		snprintf(err, errlen, "could not resolve host \"%.100s\": %.100s", host,
+			 dns_resolver_last_error(pooler_resolver, host));
+		return TARGET_FAILED;
+	}
+	pgaddr_from_sockaddr(pa, (struct sockaddr *)ss, port);
+	return TARGET_OK;
+}
+
+/* A sockaddr for the address a server connected to (cancel requests go to the same one). */
+static bool server_sockaddr(const Server *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	const PgAddr *pa = &s->addr;
+
+	memset(ss, 0, sizeof(*ss));
+	if (pa->family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+		in->sin_family = AF_INET;
+		in->sin_port = htons(pa->port);
+		memcpy(&in->sin_addr, pa->addr, 4);
+		*len = sizeof(*in);
 		return true;
 	}
-	if (strcmp(host, "localhost") == 0)
-		host = "127.0.0.1";
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	/* numeric addresses only here: names go through the asynchronous resolver */
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	rc = getaddrinfo(host, portstr, &hints, &res);
-	if (rc != 0 || !res) {
-		snprintf(err, errlen, "could not resolve host \"%s\": %s", host,
-			 rc ? gai_strerror(rc) : "no address");
-		if (res)
-			freeaddrinfo(res);
-		return false;
+	if (pa->family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(pa->port);
+		memcpy(&in6->sin6_addr, pa->addr, 16);
+		*len = sizeof(*in6);
+		return true;
 	}
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
-	pa->family = (uint8_t)res->ai_family;
-	pa->port = (uint16_t)port;
-	if (res->ai_family == AF_INET)
-		memcpy(pa->addr, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
-	else
-		memcpy(pa->addr, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
-	freeaddrinfo(res);
-	return true;
+	if (pa->family == AF_UNIX) {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+		const char *dir = s->pool->db->cfg.host;
+		un->sun_family = AF_UNIX;
+		snprintf(un->sun_path, sizeof(un->sun_path), "%s/.s.PGSQL.%d", dir ? dir : "/tmp",
+			 pa->port);
+		*len = sizeof(*un);
+		return true;
+	}
+	return false;
 }
 
 static void server_tune_socket(int fd, int family)
@@ -114,8 +184,6 @@ static void server_tune_socket(int fd, int family)
 			setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->tcp_keepcnt, sizeof(int));
 	}
 }
-
-static void server_login_failed(Pool *p, const char *sqlstate, const char *msg);
 
 static void server_send_startup(Server *s)
 {
@@ -157,7 +225,12 @@ void server_launch(Pool *p)
 	Server *s;
 	int fd, rc;
 
-	if (!server_target_addr(p->db, &ss, &slen, &pa, err, sizeof(err))) {
+	switch (server_target_addr(p, &ss, &slen, &pa, err, sizeof(err))) {
+	case TARGET_OK:
+		break;
+	case TARGET_PENDING:
+		return;
+	case TARGET_FAILED:
 		p->last_connect_failed_time = get_cached_time();
 		server_login_failed(p, "08001", err);
 		return;
@@ -764,11 +837,9 @@ void server_send_cancel(const Server *s)
 {
 	struct sockaddr_storage ss;
 	socklen_t slen;
-	PgAddr pa;
-	char err[256];
 	CancelReq *cr;
 
-	if (!server_target_addr(s->pool->db, &ss, &slen, &pa, err, sizeof(err)))
+	if (!server_sockaddr(s, &ss, &slen))
 		return;
 	cr = calloc(1, sizeof(*cr));
 	if (!cr)

@@ -340,3 +340,12 @@ def test_bad_settings_rejected(dnsprobe, named):
                          "primary", "127.0.0.1")
     assert rc == 2
     assert "not an IP address" in err
+
+
+def test_large_update_goes_over_tcp(named, dnsprobe):
+    """32 IPv6 replicas make a message over 512 bytes: c-ares sends it over TCP by itself."""
+    addrs = [f"fd00::{i:x}" for i in range(1, 33)]
+    rc, res, err = probe(dnsprobe, base_opts(named, replica_name="many"), "replicas", *addrs)
+    assert rc == 0, err
+    assert res[0]["outcome"] == "ok", res
+    assert named.dig("many.pg.test", "AAAA") == sorted(addrs)

@@ -101,8 +101,11 @@ def test_min_pool_size(pooler_factory, pg):
         c.execute("SELECT 1")
         harness.wait_until(lambda: len(pg.backends(user="md5user", dbname="appdb")) >= 3, 8,
                            what="3 server connections")
-        pool = p.pool()
-        assert pool["sv_idle"] + pool["sv_used"] + pool["sv_active"] >= 3
+
+        def ready_servers():
+            pool = p.pool()
+            return pool["sv_idle"] + pool["sv_used"] + pool["sv_active"]
+        harness.wait_until(lambda: ready_servers() >= 3, 5, what="3 servers in SHOW POOLS")
         assert len(pg.backends(user="md5user", dbname="appdb")) <= 10
 
 
