@@ -67,6 +67,7 @@ typedef struct HaHealth {
 	char wal_status[32];  /* pg_stat_wal_receiver.status, "" when no receiver */
 	char sender_host[HA_HOST_MAX]; /* whom the WAL receiver streams from, "" when unknown */
 	int sender_port;
+	char system_id[32];                 /* pg_control_system().system_identifier */
 	bool has_conninfo;                  /* primary_conninfo was readable (local probe) */
 	char upstream_host[HA_HOST_MAX];    /* host/port in primary_conninfo, "" = none */
 	int upstream_port;

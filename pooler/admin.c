@@ -10,6 +10,7 @@
  * admin_cleanup.
  */
 #include "pooler/admin.h"
+#include "pooler/routing.h"
 #include "pooler/admin_parse.h"
 #include "pooler/client.h"
 #include "pooler/control.h"
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -1616,6 +1618,46 @@ static bool cmd_set(Client *c, const AdminCmd *cmd, Database *db)
 	return admin_ok(c, tag, err[0] ? err : NULL);
 }
 
+/* FAILOVER <member> [FORCE]: promote a member by hand (FORCE skips the lag check). */
+static bool cmd_failover(Client *c, const AdminCmd *cmd, Database *db)
+{
+	char err[512] = "";
+	bool force = false;
+
+	if (!cmd->has_arg)
+		return admin_error(c, "42601", "FAILOVER needs a member name");
+	if (cmd->has_arg2) {
+		if (strcmp(cmd->arg2, "FORCE") != 0)
+			return admin_error(c, "42601", "unknown FAILOVER option \"%s\" (FORCE expected)",
+					   cmd->arg2);
+		force = true;
+	}
+	slog_client(LOG_LVL_INFO, c, "admin command: FAILOVER %s%s", cmd->arg, force ? " FORCE" : "");
+	if (!routing_failover(cmd->arg, force, err, sizeof(err)))
+		return admin_error(c, "55000", "%s", err);
+	return admin_ok(c, "FAILOVER", NULL);
+}
+
+/* MAINTENANCE ON|OFF: automatic failover off or on, cluster-wide. */
+static bool cmd_maintenance(Client *c, const AdminCmd *cmd, Database *db)
+{
+	char err[512] = "";
+	bool on;
+
+	if (!cmd->has_arg)
+		return admin_error(c, "42601", "MAINTENANCE needs ON or OFF");
+	if (strcasecmp(cmd->arg, "on") == 0)
+		on = true;
+	else if (strcasecmp(cmd->arg, "off") == 0)
+		on = false;
+	else
+		return admin_error(c, "42601", "MAINTENANCE needs ON or OFF, not \"%s\"", cmd->arg);
+	slog_client(LOG_LVL_INFO, c, "admin command: MAINTENANCE %s", on ? "ON" : "OFF");
+	if (!routing_maintenance(on, err, sizeof(err)))
+		return admin_error(c, "55000", "%s", err);
+	return admin_ok(c, "MAINTENANCE", NULL);
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static const AdminCommand commands[] = {
@@ -1653,6 +1695,8 @@ static const AdminCommand commands[] = {
 	{ "WAIT_CLOSE", NULL, cmd_wait_close, true, ARG_DB_OPTIONAL },
 	{ "SHUTDOWN", NULL, cmd_shutdown, true, ARG_NONE },
 	{ "SUSPEND", NULL, cmd_suspend, true, ARG_NONE },
+	{ "FAILOVER", NULL, cmd_failover, true, ARG_SET },
+	{ "MAINTENANCE", NULL, cmd_maintenance, true, ARG_SET },
 };
 
 static const AdminCommand *command_find(const AdminCmd *cmd)

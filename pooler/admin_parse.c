@@ -177,6 +177,43 @@ static bool parse_set(Cursor *cur, AdminCmd *cmd)
 	return read_tail(cur);
 }
 
+/* A cluster member name: letters, digits, '_', '-', '.' (as Patroni allows), or quoted. */
+static bool read_member(Cursor *cur, char *out, size_t outlen, bool *quoted)
+{
+	size_t pos = 0;
+
+	*quoted = false;
+	out[0] = '\0';
+	if (!at_end(cur) && *cur->p == '"')
+		return read_word(cur, out, outlen, quoted);
+	while (!at_end(cur) && (is_ident_char(*cur->p) || *cur->p == '-' || *cur->p == '.')) {
+		if (!put_char(out, outlen, &pos, *cur->p))
+			return false;
+		cur->p++;
+	}
+	return pos > 0;
+}
+
+/* FAILOVER | SWITCHOVER [member [option]] [;] */
+static bool parse_member_verb(Cursor *cur, AdminCmd *cmd)
+{
+	bool had_blank = skip_blanks(cur), quoted;
+
+	if (at_end(cur) || *cur->p == ';')
+		return read_tail(cur);
+	if (!had_blank || !read_member(cur, cmd->arg, sizeof(cmd->arg), &cmd->arg_quoted))
+		return false;
+	cmd->has_arg = true;
+	had_blank = skip_blanks(cur);
+	if (at_end(cur) || *cur->p == ';')
+		return read_tail(cur);
+	if (!had_blank || !read_word(cur, cmd->arg2, sizeof(cmd->arg2), &quoted) || quoted)
+		return false;
+	fold_case(cmd->arg2, true);
+	cmd->has_arg2 = true;
+	return read_tail(cur);
+}
+
 /* VERB [word] [;]  -- for SHOW the word is required and becomes the object. */
 static bool parse_plain(Cursor *cur, AdminCmd *cmd)
 {
@@ -214,5 +251,7 @@ bool admin_parse(const char *sql, size_t len, AdminCmd *cmd)
 	fold_case(cmd->verb, true);
 	if (strcmp(cmd->verb, "SET") == 0)
 		return parse_set(&cur, cmd);
+	if (strcmp(cmd->verb, "FAILOVER") == 0 || strcmp(cmd->verb, "SWITCHOVER") == 0)
+		return parse_member_verb(&cur, cmd);
 	return parse_plain(&cur, cmd);
 }

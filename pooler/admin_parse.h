@@ -19,6 +19,9 @@ typedef struct AdminCmd {
 	char arg[ADMIN_VALUE_MAX];   /* other verbs: the argument as written (quotes removed);
 				      * SET: the value, unquoted */
 	bool has_arg;                /* an argument (or SET value) was given */
+	char arg2[ADMIN_WORD_MAX];   /* FAILOVER / SWITCHOVER: an option after the member (FORCE),
+				      * upper case */
+	bool has_arg2;
 	bool arg_quoted;             /* it was written in quotes */
 } AdminCmd;
 

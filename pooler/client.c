@@ -277,7 +277,8 @@ static void client_start_auth(Client *c)
 	u = client_auth_user(c);
 	if (method == AUTH_TRUST) {
 		if (!u && cfg->auth_file) {
-			disconnect_client(c, "28000", "no such user: %s", lg->user);
+			disconnect_client(c, "28000", "authentication failed for user \"%s\": not in auth_file",
+					  lg->user);
 			return;
 		}
 		client_authenticated(c);
@@ -608,6 +609,18 @@ static SbufAction client_handle_lost(Client *c, uint8_t type)
 	}
 }
 
+/* Message types a client may send after login (PostgreSQL protocol v3). */
+static inline bool is_frontend_type(uint8_t type)
+{
+	switch (type) {
+	case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'S': case 'H':
+	case 'F': case 'd': case 'c': case 'f': case 'X': case 'p':
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Bookkeeping of what the server owes the client, per forwarded message. */
 static inline void client_count_request(Client *c, uint8_t type)
 {
@@ -690,6 +703,11 @@ static SbufAction client_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 			return SB_NEED_FULL;
 		client_handle_password(c, pkt, total);
 		return c->state == CL_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+	}
+	if (unlikely(!is_frontend_type(type))) {
+		/* never forward garbage to a shared server */
+		disconnect_client(c, "08P01", "invalid frontend message type %d", type);
+		return SB_CLOSED;
 	}
 	if (unlikely(c->admin))
 		return client_handle_admin(c, type, total, pkt, avail);

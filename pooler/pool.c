@@ -679,8 +679,15 @@ void pool_server_ready(Server *s)
 	pool_activate(p);
 }
 
+typedef enum LaunchCheck {
+	LAUNCH_OK,	   /* open one more */
+	LAUNCH_FULL,	   /* pool_size (and reserve) reached, or nothing to do */
+	LAUNCH_DB_LIMIT,   /* max_db_connections reached */
+	LAUNCH_USER_LIMIT, /* max_user_connections reached */
+} LaunchCheck;
+
 /* May the pool open one more server connection now? */
-static bool pool_may_launch(Pool *p)
+static LaunchCheck pool_may_launch(Pool *p)
 {
 	int size = pool_effective_size(p);
 	int total = pool_server_count(p);
@@ -690,23 +697,50 @@ static bool pool_may_launch(Pool *p)
 							 : cfg->max_user_connections;
 	usec_t now = get_cached_time();
 
-	if (p->db->admin || pooler_shutting_down)
-		return false;
-	if (maxdb > 0 && p->db->server_count >= maxdb)
-		return false;
-	if (maxuser > 0 && p->user->server_count >= maxuser)
-		return false;
+	if (p->db->admin)
+		return LAUNCH_FULL;
 	/* after a failed login, wait server_login_retry before the next attempt */
 	if (p->last_connect_failed_time &&
 	    now - p->last_connect_failed_time < cfg->server_login_retry)
-		return false;
-	if (total < size)
+		return LAUNCH_FULL;
+	if (total >= size) {
+		/* the reserve pool opens when the first waiting client waited reserve_pool_timeout */
+		Client *c;
+
+		if (total >= size + pool_effective_reserve(p) || list_empty(&p->waiting_clients))
+			return LAUNCH_FULL;
+		c = container_of(list_first(&p->waiting_clients), Client, head);
+		if (!c->request_time || now - c->request_time < cfg->reserve_pool_timeout)
+			return LAUNCH_FULL;
+	}
+	if (maxdb > 0 && p->db->server_count >= maxdb)
+		return LAUNCH_DB_LIMIT;
+	if (maxuser > 0 && p->user->server_count >= maxuser)
+		return LAUNCH_USER_LIMIT;
+	return LAUNCH_OK;
+}
+
+/*
+ * A database or user limit blocks <p> while another pool of the same database or user keeps an
+ * idle server: close that one so the slot can move to where clients wait. True when one went.
+ */
+static bool pool_evict_idle_for(Pool *p, LaunchCheck why)
+{
+	List *it;
+
+	list_for_each(it, &all_pools) {
+		Pool *q = container_of(it, Pool, head);
+		List *first;
+
+		if (q == p || (why == LAUNCH_DB_LIMIT ? q->db != p->db : q->user != p->user))
+			continue;
+		first = list_first(&q->idle_servers);
+		if (!first)
+			continue;
+		disconnect_server(container_of(first, Server, head),
+				  "idle; its slot is needed by another pool (%s)",
+				  why == LAUNCH_DB_LIMIT ? "max_db_connections" : "max_user_connections");
 		return true;
-	/* the reserve pool opens when the first waiting client has waited reserve_pool_timeout */
-	if (total < size + pool_effective_reserve(p) && !list_empty(&p->waiting_clients)) {
-		Client *c = container_of(list_first(&p->waiting_clients), Client, head);
-		if (c->request_time && now - c->request_time >= cfg->reserve_pool_timeout)
-			return true;
 	}
 	return false;
 }
@@ -745,8 +779,18 @@ void pool_activate(Pool *p)
 	wanted = p->n_waiting_clients - p->n_new_servers - p->n_tested_servers;
 	if (!p->have_welcome && p->n_waiting_clients > 0 && p->n_new_servers == 0)
 		wanted = wanted > 0 ? wanted : 1;
-	while (wanted-- > 0 && pool_may_launch(p))
+	while (wanted-- > 0) {
+		LaunchCheck lc = pool_may_launch(p);
+
+		if (lc == LAUNCH_DB_LIMIT || lc == LAUNCH_USER_LIMIT) {
+			if (!pool_evict_idle_for(p, lc))
+				break;
+			lc = pool_may_launch(p);
+		}
+		if (lc != LAUNCH_OK)
+			break;
 		server_launch(p);
+	}
 }
 
 /* --- the one exit --- */

@@ -17,3 +17,15 @@ bool routing_available(const Database *db)
 {
 	return db->cfg.cluster == NULL;
 }
+
+bool routing_failover(const char *member, bool force, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "FAILOVER needs ha_mode = agent or follow");
+	return false;
+}
+
+bool routing_maintenance(bool on, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "MAINTENANCE needs ha_mode = agent or follow");
+	return false;
+}

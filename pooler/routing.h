@@ -19,4 +19,8 @@ bool routing_target(Database *db, char *host, size_t hostlen, int *port, char *e
 /* Is there a member to route this database to right now? */
 bool routing_available(const Database *db);
 
+/* Admin console: FAILOVER <member> [FORCE] and MAINTENANCE ON|OFF; false with err. */
+bool routing_failover(const char *member, bool force, char *err, size_t errlen) _MUSTCHECK;
+bool routing_maintenance(bool on, char *err, size_t errlen) _MUSTCHECK;
+
 #endif

@@ -194,8 +194,18 @@ int varcache_build_sync(const VarCache *client, VarCache *server, PktBuf *sql)
 	for (int i = 0; i < n_tracked; i++) {
 		const char *want = client->value[i];
 
-		if (!want || want == server->value[i])
+		if (want == server->value[i])
 			continue;
+		if (!want) {
+			/* the client expects the default of a parameter PostgreSQL does not report
+			 * (search_path before PostgreSQL 18): put the default back */
+			pktbuf_put_bytes(sql, "RESET ", 6);
+			pktbuf_put_bytes(sql, tracked[i], strlen(tracked[i]));
+			pktbuf_put_bytes(sql, ";", 1);
+			varcache_set_idx(server, i, NULL);
+			n++;
+			continue;
+		}
 		pktbuf_put_bytes(sql, "SET ", 4);
 		pktbuf_put_bytes(sql, tracked[i], strlen(tracked[i]));
 		pktbuf_put_bytes(sql, "=", 1);

@@ -31,8 +31,9 @@ void varcache_copy(VarCache *dst, const VarCache *src);
 void varcache_clear(VarCache *vc);
 
 /*
- * Append "SET name='value';" for each parameter the client expects and the server differs in,
- * and record the new values on the server's cache. Returns the number of SETs written.
+ * Append "SET name='value';" for each parameter the client expects and the server differs in
+ * ("RESET name;" when the client expects the default of an unreported parameter), and record
+ * the new values on the server's cache. Returns the number of statements written.
  */
 int varcache_build_sync(const VarCache *client, VarCache *server, PktBuf *sql);
 

@@ -375,6 +375,12 @@ def admin_dbname():
     return "pgpilot" if is_pgpilot() else "pgbouncer"
 
 
+def immediate_signal():
+    """pgpilot: SIGQUIT (TERM waits for clients to leave, INT for servers to be released);
+    PgBouncer 1.18: SIGTERM is its immediate shutdown."""
+    return signal.SIGQUIT if is_pgpilot() else signal.SIGTERM
+
+
 def pooler_binary():
     return PGPILOT_BIN if is_pgpilot() else PGBOUNCER_BIN
 
@@ -495,9 +501,9 @@ class Pooler:
         return self.proc.wait(timeout)
 
     def stop(self, sig=None, timeout=10):
-        """Stop by PID: sig (default SIGTERM), then SIGKILL after timeout. Returns the exit
-        code."""
-        sig = sig or signal.SIGTERM
+        """Stop by PID: sig (default: the immediate-shutdown signal, see immediate_signal()),
+        then SIGKILL after timeout. Returns the exit code."""
+        sig = sig or immediate_signal()
         for pid in self.extra_pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)

@@ -1,5 +1,6 @@
 """Cancel requests through the pooler."""
 
+import struct
 import threading
 import time
 
@@ -62,7 +63,6 @@ def test_cancel_idle_client_is_harmless(pooler_factory):
 def test_bogus_cancel_key(pooler):
     """A CancelRequest with an unknown key is dropped: connection closed, nothing else happens."""
     r = harness.RawClient(pooler.port)
-    import struct
     r.send(struct.pack("!iiii", 16, 80877102, 12345, 67890))
     assert r.is_closed(5)
     with pooler.connect() as c:

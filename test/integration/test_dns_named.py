@@ -2,55 +2,26 @@
 
 pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
 
-Self-contained: the fixtures below build test/integration/dnsprobe.c against build/libdns.a, start
-one named (as in shared notes/dns.md section 4: foreground -g, temp dir, free port, stopped by PID)
-with a TSIG-updatable zone pg.test and a zone locked.test that has no update policy. dnsprobe
+The fixtures below build test/integration/dnsprobe.c against build/libdns.a and start one named
+(named.py, shared with the HA tests: foreground -g, temp dir, free port, stopped by PID) with a
+TSIG-updatable zone pg.test and a zone locked.test that has no update policy. dnsprobe
 drives the updater API on a libevent loop and prints one "outcome=... " line per publication.
 """
 
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
+from named import Named
+
 pytestmark = pytest.mark.timeout(180)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-NAMED = shutil.which("named") or "/usr/sbin/named"
-TSIG_KEYGEN = shutil.which("tsig-keygen") or "/usr/sbin/tsig-keygen"
-DIG = shutil.which("dig") or "/usr/bin/dig"
 OTHER_SECRET = "c29tZS1vdGhlci1zZWNyZXQtdGhhdC1pcy0zMi1ieXQ="
-
-ZONE_TEMPLATE = """$TTL 300
-@	IN SOA ns.{zone}. admin.{zone}. 1 3600 600 86400 60
-@	IN NS ns.{zone}.
-ns	IN A 127.0.0.1
-primary	IN A 127.0.0.250
-"""
-
-
-def free_port():
-    """A port free for both UDP and TCP on 127.0.0.1 (named listens on both)."""
-    for _ in range(50):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            u.close()
-            t.close()
-        return port
-    raise RuntimeError("no free port")
 
 
 @pytest.fixture(scope="module")
@@ -68,74 +39,6 @@ def dnsprobe(tmp_path_factory):
                     os.path.join(ROOT, "build/libprotocol.a")] + libs,
                    check=True)
     return out
-
-
-class Named:
-    """One BIND named in a temp dir, on 127.0.0.1:<port>."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="pgpilot-named-")
-        self.port = free_port()
-        self.key_file = os.path.join(self.dir, "tsig.key")
-        self.proc = None
-        with open(self.key_file, "w") as f:
-            subprocess.run([TSIG_KEYGEN, "-a", "hmac-sha256", "pgpool-update"], stdout=f,
-                           check=True)
-        for zone in ("pg.test", "locked.test"):
-            with open(os.path.join(self.dir, zone + ".zone"), "w") as f:
-                f.write(ZONE_TEMPLATE.format(zone=zone))
-        d = self.dir
-        conf = f"""
-options {{ directory "{d}"; pid-file "{d}/named.pid";
-  session-keyfile "{d}/session.key"; managed-keys-directory "{d}";
-  listen-on port {self.port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
-  recursion no; dnssec-validation no; notify no; }};
-controls {{ }};
-include "{self.key_file}";
-zone "pg.test" {{ type primary; file "pg.test.zone";
-  update-policy {{ grant pgpool-update zonesub ANY; }}; }};
-zone "locked.test" {{ type primary; file "locked.test.zone"; }};
-"""
-        self.conf = os.path.join(d, "named.conf")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        subprocess.run(["named-checkconf", self.conf], check=True)
-
-    def start(self):
-        self.log = open(os.path.join(self.dir, "named.log"), "w")
-        self.proc = subprocess.Popen([NAMED, "-g", "-n", "1", "-c", self.conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("named exited: " + self.log_text())
-            if self.dig("pg.test", "SOA"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError("named did not answer: " + self.log_text())
-
-    def log_text(self):
-        with open(os.path.join(self.dir, "named.log")) as f:
-            return f.read()
-
-    def dig(self, name, rtype="A"):
-        r = subprocess.run([DIG, "@127.0.0.1", "-p", str(self.port), "+time=1", "+tries=1",
-                            "+short", name, rtype], capture_output=True, text=True)
-        if r.returncode != 0:
-            return []
-        return sorted(line for line in r.stdout.split("\n") if line)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc:
-            self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

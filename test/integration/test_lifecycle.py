@@ -12,10 +12,12 @@ import pytest
 
 import harness
 
-# PgBouncer 1.18's signal meanings differ from pgpilot's contract: its SIGINT is the safe
-# (graceful) shutdown and SIGTERM the immediate one.
+# Shutdown signals. pgpilot follows PgBouncer >= 1.23: TERM = graceful (stop accepting, wait for
+# clients to leave), INT = safe/fast (wait for servers to be released), QUIT = immediate.
+# PgBouncer 1.18 (Debian): INT = safe (wait for servers), TERM = immediate, QUIT not handled.
 GRACEFUL = signal.SIGTERM if harness.is_pgpilot() else signal.SIGINT
-FAST = signal.SIGINT if harness.is_pgpilot() else signal.SIGTERM
+FAST = signal.SIGINT
+IMMEDIATE = signal.SIGQUIT if harness.is_pgpilot() else signal.SIGTERM
 
 
 def run_cli(*args):
@@ -108,32 +110,36 @@ def start_query(conn, sql):
 
 
 def test_graceful_shutdown_signal(pooler_factory, pg):
-    """Graceful shutdown (pgpilot: SIGTERM; PgBouncer 1.18: SIGINT): stops listening, lets the
-    running query finish, then exits 0 with no server connection left in PostgreSQL."""
+    """Graceful shutdown (pgpilot: SIGTERM; PgBouncer 1.18: SIGINT): the running query
+    finishes with its result; once its client has left, the process exits 0, no longer listens,
+    and no server connection is left in PostgreSQL."""
     p = pooler_factory()
     c = p.connect()
     t, res = start_query(c, "SELECT pg_sleep(1.5), 'finished'")
     time.sleep(0.4)
     p.signal(GRACEFUL)
-    assert p.wait_exit(15) == 0
-    t.join(5)
+    t.join(10)
     assert res.get("rows") == [("", "finished")], res
+    c.close()
+    assert p.wait_exit(15) == 0
     assert not harness.port_accepts(p.port)
     harness.wait_until(lambda: not pg.backends(user="md5user", dbname="appdb"), 5,
                        what="server connections closed")
-    c.close()
 
 
 def test_fast_shutdown_signal(pooler_factory, pg):
-    """Fast shutdown (pgpilot: SIGINT; PgBouncer 1.18: SIGTERM) exits within seconds even with
-    a session client holding a server, and closes its server connections."""
-    p = pooler_factory(settings={"pool_mode": "session"})
+    """Safe/fast shutdown (SIGINT): waits while a transaction is open, then exits once the
+    servers are released even though the (transaction-mode) client is still connected; the
+    client's next query fails and PostgreSQL has no server connection left."""
+    p = pooler_factory()
     c = p.connect()
+    c.execute("BEGIN")
     c.execute("SELECT 1")
     p.signal(FAST)
-    rc = p.wait_exit(5)
-    if harness.is_pgpilot():
-        assert rc == 0
+    time.sleep(1)
+    assert p.running(), "exited with a transaction still open"
+    c.execute("COMMIT")
+    assert p.wait_exit(10) == 0
     with pytest.raises(psycopg.OperationalError):
         c.execute("SELECT 1")
     harness.wait_until(lambda: not pg.backends(user="md5user", dbname="appdb"), 5,
@@ -141,27 +147,29 @@ def test_fast_shutdown_signal(pooler_factory, pg):
     c.close()
 
 
-@pytest.mark.pgpilot_only
-def test_sigquit_immediate(pooler_factory):
-    """SIGQUIT: immediate exit (within 2 s) even with a query running."""
+def test_immediate_shutdown_signal(pooler_factory):
+    """Immediate shutdown (pgpilot: SIGQUIT; PgBouncer 1.18: SIGTERM): exits within 2 s even
+    with a query running, whose client gets an error."""
     p = pooler_factory()
     c = p.connect()
     t, res = start_query(c, "SELECT pg_sleep(5)")
     time.sleep(0.3)
-    p.signal(signal.SIGQUIT)
+    p.signal(IMMEDIATE)
     p.wait_exit(2)
     t.join(5)
     assert "error" in res
+    assert not harness.port_accepts(p.port)
     c.close()
 
 
 @pytest.mark.pgpilot_only
 def test_graceful_shutdown_refuses_new_clients(pooler_factory):
-    """During a graceful shutdown that waits for a running query, a new client is refused
-    (57P01 'admin shutdown' or connection refused) instead of hanging."""
+    """During a graceful shutdown (SIGTERM) that waits for a client, a new client is refused
+    (57P01 'admin shutdown' or connection refused) instead of hanging; the waiting client's
+    query completes and the process exits when it leaves."""
     p = pooler_factory()
     c = p.connect()
-    t, res = start_query(c, "SELECT pg_sleep(2), 'finished'")
+    t, res = start_query(c, "SELECT pg_sleep(1.5), 'finished'")
     time.sleep(0.3)
     p.signal(GRACEFUL)
     time.sleep(0.3)
@@ -172,10 +180,11 @@ def test_graceful_shutdown_refuses_new_clients(pooler_factory):
         assert e.sqlstate == "57P01"
     except (ConnectionError, OSError):
         pass
-    assert p.wait_exit(15) == 0
-    t.join(5)
+    t.join(10)
     assert res.get("rows") == [("", "finished")]
+    assert p.running(), "graceful shutdown must wait for the connected client"
     c.close()
+    assert p.wait_exit(10) == 0
 
 
 def test_usr1_usr2_pause_resume(pooler_factory):

@@ -147,6 +147,35 @@ static void test_junk(void **state)
 	}
 }
 
+/* FAILOVER / SWITCHOVER take a member name (hyphens allowed, as Patroni's) and an option. */
+static void test_member_verbs(void **state)
+{
+	static const char *const bad[] = {
+		"FAILOVER pg-2 FORCE extra", "FAILOVER pg-2 'FORCE'", "FAILOVERpg-2",
+		"FAILOVER pg-2 \"FORCE\"", "FAILOVER ;x", "SWITCHOVER a b c",
+	};
+	AdminCmd cmd;
+
+	assert_true(parse("failover pg-test-2 force;", &cmd));
+	assert_string_equal(cmd.verb, "FAILOVER");
+	assert_string_equal(cmd.arg, "pg-test-2");
+	assert_true(cmd.has_arg2);
+	assert_string_equal(cmd.arg2, "FORCE");
+	assert_true(parse("FAILOVER node.1", &cmd));
+	assert_string_equal(cmd.arg, "node.1");
+	assert_false(cmd.has_arg2);
+	assert_true(parse("SWITCHOVER", &cmd));
+	assert_false(cmd.has_arg);
+	assert_true(parse("switchover \"pg 3\"", &cmd));
+	assert_string_equal(cmd.arg, "pg 3");
+	/* other verbs keep their strict single-word argument */
+	assert_false(parse("PAUSE db-1", &cmd));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (parse(bad[i], &cmd))
+			fail_msg("accepted junk: '%s'", bad[i]);
+	}
+}
+
 static void test_nul_and_length(void **state)
 {
 	AdminCmd cmd;
@@ -179,6 +208,7 @@ int main(void)
 	    cmocka_unit_test(test_verbs),
 	    cmocka_unit_test(test_set),
 	    cmocka_unit_test(test_junk),
+	    cmocka_unit_test(test_member_verbs),
 	    cmocka_unit_test(test_nul_and_length),
 	};
 
