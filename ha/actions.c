@@ -480,6 +480,10 @@ static void sql_done(void *arg, HaPgError e, const PGresult *res, const char *er
 		run_next(r); /* tolerated: the node may already be unreachable; the stop follows */
 		return;
 	}
+	if (k == STEP_PROMOTE_SQL && e == HA_PGERR_QUERY && strstr(error, "recovery is not in progress")) {
+		run_next(r); /* promoted already (an earlier attempt): the confirmation decides */
+		return;
+	}
 	if (e != HA_PGERR_NONE) {
 		run_finish(r, false, "%s failed in step %s: %s: %s", r->name, step_name(k),
 			   ha_pg_error_name(e), error);

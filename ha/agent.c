@@ -91,6 +91,7 @@ struct HaAgent {
 	int64_t lease_fresh_ms; /* send time of the last successful grant or keepalive */
 	const char *race_kind;  /* "election", "takeover", "bootstrap" */
 	bool in_snapshot;       /* apply_snapshot() reports the leader change itself */
+	bool releasing;         /* the guarded delete is out: the key is no longer ours */
 	char *published;
 	uint64_t status_lsn;
 	int64_t status_ms;
@@ -802,6 +803,7 @@ static void release_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	if (a->freeing)
 		return;
 	a->release_inflight = false;
+	a->releasing = false;
 	if (res->ok && res->succeeded)
 		alog(a, LOG_INFO, "released the leader key");
 	else if (res->ok)
@@ -829,6 +831,11 @@ static void release_key(HaAgent *a)
 	etcd_txn_delete(t, true, a->k_leader, false);
 	a->release_inflight = etcd_txn(a->etcd, t, release_cb, a);
 	etcd_txn_free(t);
+	if (a->release_inflight) {
+		/* from now on the key is not ours, whatever arrives first: reply or watch */
+		a->releasing = true;
+		a->local.lease.held = false;
+	}
 }
 
 static void simple_cb(EtcdClient *c, const EtcdResult *res, void *arg)
@@ -1046,8 +1053,15 @@ static void action_done(void *arg, bool ok, const char *detail)
 	a->action = NULL;
 	a->action_kind = HA_ACT_NONE;
 	alog(a, ok ? LOG_INFO : LOG_ERROR, "%s", detail);
-	/* fresh local facts before the next decision */
-	a->last_local_probe_ms = 0;
+	/* the next decision waits for fresh local facts: a probe from before the action lies */
+	if (a->local_task)
+		ha_pg_cancel(a->local_task);
+	a->local_task = NULL;
+	a->have_local = false;
+	a->local_task = ha_health_probe(a->base, a->cfg.pg_conn, NULL, 0, true,
+					(int)(a->cfg.timings.probe_ms > 1000 ? a->cfg.timings.probe_ms
+									     : 1000),
+					local_probe_cb, a);
 	if (kind == HA_ACT_PROMOTE) {
 		if (ok) {
 			write_history(a);
@@ -1252,6 +1266,7 @@ static void decide(HaAgent *a)
 	update_local(a);
 	/* the key on my live lease is mine, whether the txn reply or the watch came first */
 	if (is_agent(a) && a->lease_id && !a->local.lease.held && !a->local.lease.lost &&
+	    !a->releasing &&
 	    strcmp(a->keys.leader, me(a)) == 0 && a->keys.leader_lease == a->lease_id)
 		became_holder(a, a->race_inflight ? a->race_sent_ms : ha_now_ms());
 	compose_view(a);

@@ -1213,6 +1213,7 @@ static const Column cluster_cols[] = {
 	{ "healthy", OID_TEXT },
 	{ "tags", OID_TEXT },
 	{ "lease_ttl_left", OID_TEXT },
+	{ "note", OID_TEXT }, /* why a member may not be promoted; the cluster's note on row 1 */
 };
 static const Column dns_cols[] = {
 	{ "record", OID_TEXT },

@@ -131,6 +131,15 @@ static bool check_facility(const char *value, char *msg, size_t len)
 	return false;
 }
 
+static bool check_ha_mode(const char *value, char *msg, size_t len)
+{
+	if (strcmp(value, "off") == 0 || strcmp(value, "follow") == 0 || strcmp(value, "agent") == 0)
+		return true;
+	snprintf(msg, len, "invalid value for parameter \"ha_mode\": \"%s\" (off, follow or agent)",
+		 value);
+	return false;
+}
+
 #define MAXPORT .min = 1, .max = 65535
 
 /* The tables leave out min, max and check where they do not apply (zero = none). */
@@ -201,6 +210,7 @@ const ConfigOption config_options[] = {
     {"shutdown_wait_timeout", OPT_TIME, CF(shutdown_wait_timeout), true, "0"},
     {"http_addr", OPT_STRING, CF(http_addr), false, NULL},
     {"http_port", OPT_INT, CF(http_port), false, "0", .max = 65535},
+    {"ha_mode", OPT_STRING, CF(ha_mode), false, "off", .check = check_ha_mode},
     {NULL}};
 
 /*

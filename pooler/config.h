@@ -141,6 +141,7 @@ typedef struct Config {
 	usec_t shutdown_wait_timeout; /* not PgBouncer: SIGTERM waits at most this (0 = forever) */
 	char *http_addr;	      /* HTTP API listen address (health endpoints); reserved */
 	int http_port;		      /* 0 = no HTTP API */
+	char *ha_mode;		      /* off | follow | agent: the [cluster] section says which */
 
 	DatabaseCfg *databases;
 	int n_databases;

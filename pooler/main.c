@@ -11,6 +11,7 @@
 #include "pooler/listener.h"
 #include "pooler/log.h"
 #include "pooler/pool.h"
+#include "pooler/routing.h"
 #include "pooler/sections.h"
 #include "dns/dns_log.h"
 
@@ -71,11 +72,18 @@ bool pooler_reload(char *err, size_t errlen)
 		config_errors_cleanup(&errs);
 		return false;
 	}
+	if (!routing_check_config(newcfg, err, errlen)) {
+		log_error("RELOAD failed, keeping the previous configuration: %s", err);
+		config_errors_cleanup(&errs);
+		config_free(newcfg);
+		return false;
+	}
 	config_apply_reload(newcfg, old, &errs);
 	log_config_errors(&errs, LOG_LVL_WARNING);
 	config_errors_cleanup(&errs);
 	cfg = newcfg;
 	pool_apply_config();
+	routing_reload();
 	if (!log_setup(cfg->logfile, cfg->syslog, cfg->syslog_ident, cfg->syslog_facility))
 		log_msg_errno(LOG_LVL_WARNING, "could not reopen logfile \"%s\"", cfg->logfile);
 	log_verbosity = LOG_LVL_INFO + cfg->verbose > log_verbosity ? LOG_LVL_INFO + cfg->verbose
@@ -408,6 +416,10 @@ int main(int argc, char **argv)
 		fatal("could not start the DNS resolver: %s", err);
 	pool_apply_config();
 	pooler_start_time = get_cached_time();
+	if (!routing_start(base, err, sizeof(err))) {
+		log_msg(LOG_LVL_FATAL, "%s", err);
+		return 1;
+	}
 	if (!setup_signals())
 		fatal("could not install signal handlers");
 	if (!listener_start()) {
@@ -423,6 +435,7 @@ int main(int argc, char **argv)
 	janitor_stop();
 	admin_cleanup();
 	pools_kill(NULL);
+	routing_stop();
 	pool_global_cleanup();
 	if (pooler_resolver)
 		dns_resolver_free(pooler_resolver);

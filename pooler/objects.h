@@ -113,6 +113,7 @@ typedef struct Server {
 	ScramClient *scram;	/* during SASL login */
 	PktBuf *login_params;	/* ParameterStatus messages seen during login */
 	char *fatal_msg;	/* a FATAL error it sent before closing, for its client */
+	char member[64];	/* cluster= databases: the member it is connected to */
 	VarCache vars;		/* the server's current parameter values */
 } Server;
 
@@ -178,6 +179,7 @@ typedef struct Pool {
 	bool have_welcome;
 	bool last_login_failed;
 	bool resolving;		  /* a host name lookup for its next server runs */
+	bool no_route;		  /* cluster= database with no member to route to now */
 	char *last_login_error;	  /* message of the last failed server login */
 	usec_t last_connect_failed_time;
 	usec_t last_connect_time;

@@ -699,9 +699,11 @@ static LaunchCheck pool_may_launch(Pool *p)
 
 	if (p->db->admin)
 		return LAUNCH_FULL;
-	/* after a failed login, wait server_login_retry before the next attempt */
+	/* after a failed login, wait server_login_retry before the next attempt; a cluster member
+	 * is tried again sooner, since the view may have moved on (at most every second) */
 	if (p->last_connect_failed_time &&
-	    now - p->last_connect_failed_time < cfg->server_login_retry)
+	    now - p->last_connect_failed_time <
+		    (p->db->cfg.cluster && cfg->server_login_retry > USEC ? USEC : cfg->server_login_retry))
 		return LAUNCH_FULL;
 	if (total >= size) {
 		/* the reserve pool opens when the first waiting client waited reserve_pool_timeout */
@@ -790,6 +792,8 @@ void pool_activate(Pool *p)
 		if (lc != LAUNCH_OK)
 			break;
 		server_launch(p);
+		if (p->no_route || p->resolving)
+			break;
 	}
 }
 

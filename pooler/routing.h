@@ -1,23 +1,33 @@
 /* pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
  *
- * Routing of cluster= databases: which member a pool's next server connects to, following the
- * HA agent's view (the leader for role=primary, healthy replicas within replica_max_lag for
- * role=replica, ...). When the view changes, servers connected to a member that no longer fits
- * are closed as soon as they are released, idle ones at once; while no member fits, clients wait
- * in the pool queue instead of failing.
+ * The pooler's side of HA: it owns the HA agent (ha/agent.h) and the DNS updater, routes the
+ * pools of cluster= databases by the agent's view (the leader for role=primary, healthy
+ * replicas within replica_max_lag for role=replica, ...), closes servers whose member no longer
+ * fits when the view changes (idle ones at once, busy ones when released), stops writes to the
+ * local node when the agent fences it, publishes DNS on promotion, and fills SHOW CLUSTER, HA,
+ * DNS and DNS_HOSTS. While no member fits, clients wait in the pool queue instead of failing.
  */
 #ifndef PGPILOT_POOLER_ROUTING_H
 #define PGPILOT_POOLER_ROUTING_H
 
 #include "pooler/objects.h"
 
-/* Host and port for the next server of a cluster= database; false with err when none fits now
- * (the pool waits, it does not fail its clients). */
-bool routing_target(Database *db, char *host, size_t hostlen, int *port, char *err,
-		    size_t errlen) _MUSTCHECK;
+struct event_base;
 
-/* Is there a member to route this database to right now? */
-bool routing_available(const Database *db);
+/* Check the HA settings against [databases], start the agent and the DNS updater. False with
+ * err on a configuration that cannot work (pgpilot then exits 1). */
+bool routing_start(struct event_base *base, char *err, size_t errlen) _MUSTCHECK;
+/* RELOAD: may this new configuration replace the running one? (cluster= databases need the
+ * running ha_mode and [cluster] name.) */
+bool routing_check_config(const Config *c, char *err, size_t errlen) _MUSTCHECK;
+/* RELOAD: [dns] may change (the updater is rebuilt); [cluster] needs a restart. */
+void routing_reload(void);
+void routing_stop(void);
+
+/* Host, port and member for the next server of a cluster= database; false with err when no
+ * member fits now (the pool waits: its clients are not failed). */
+bool routing_target(Database *db, char *host, size_t hostlen, int *port, char *member,
+		    size_t memberlen, char *err, size_t errlen) _MUSTCHECK;
 
 /* Admin console: FAILOVER <member> [FORCE] and MAINTENANCE ON|OFF; false with err. */
 bool routing_failover(const char *member, bool force, char *err, size_t errlen) _MUSTCHECK;

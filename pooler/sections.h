@@ -9,11 +9,15 @@
 
 #include "pooler/config.h"
 #include "dns/dns_config.h"
+#include "ha/ha_config.h"
 
 /* Register every section; call once before the first config_load(). */
 bool sections_register(void) _MUSTCHECK;
 
 /* The [dns] settings of a loaded configuration (defaults when the file has no [dns]). */
 const DnsConfig *sections_dns(const Config *cfg);
+
+/* The [cluster] settings (defaults when the file has none). */
+const HaConfig *sections_cluster(const Config *cfg);
 
 #endif

@@ -49,6 +49,7 @@ typedef enum TargetStatus {
 	TARGET_OK,	/* address filled in */
 	TARGET_PENDING, /* a name lookup runs; the pool is activated again when it ends */
 	TARGET_FAILED,	/* no address; err says why */
+	TARGET_NO_ROUTE, /* cluster= database: no member fits now; wait for the view to change */
 } TargetStatus;
 
 static void pgaddr_from_sockaddr(PgAddr *pa, const struct sockaddr *sa, int port)
@@ -86,7 +87,8 @@ static void server_resolved_cb(void *arg, const char *host, const struct sockadd
  * cluster= database. Fill a sockaddr; names are resolved asynchronously (TARGET_PENDING).
  */
 static TargetStatus server_target_addr(Pool *p, struct sockaddr_storage *ss, socklen_t *len,
-				       PgAddr *pa, char *err, size_t errlen)
+				       PgAddr *pa, char *member, size_t memberlen, char *err,
+				       size_t errlen)
 {
 	Database *db = p->db;
 	const char *host = db->cfg.host;
@@ -98,8 +100,9 @@ static TargetStatus server_target_addr(Pool *p, struct sockaddr_storage *ss, soc
 	memset(ss, 0, sizeof(*ss));
 	memset(pa, 0, sizeof(*pa));
 	if (db->cfg.cluster) {
-		if (!routing_target(db, hostbuf, sizeof(hostbuf), &port, err, errlen))
-			return TARGET_FAILED;
+		if (!routing_target(db, hostbuf, sizeof(hostbuf), &port, member, memberlen, err,
+				    errlen))
+			return TARGET_NO_ROUTE;
 		host = hostbuf;
 	}
 	if (!host || host[0] == '/') {
@@ -218,6 +221,7 @@ static void server_connected_cb(Sbuf *sb)
 
 void server_launch(Pool *p)
 {
+	char member[64];
 	struct sockaddr_storage ss;
 	socklen_t slen;
 	PgAddr pa;
@@ -225,10 +229,21 @@ void server_launch(Pool *p)
 	Server *s;
 	int fd, rc;
 
-	switch (server_target_addr(p, &ss, &slen, &pa, err, sizeof(err))) {
+	member[0] = 0;
+	switch (server_target_addr(p, &ss, &slen, &pa, member, sizeof(member), err, sizeof(err))) {
 	case TARGET_OK:
 		break;
 	case TARGET_PENDING:
+		return;
+	case TARGET_NO_ROUTE:
+		/* clients wait (up to query_wait_timeout); a view change activates the pool */
+		if (!p->last_login_error || strcmp(p->last_login_error, err) != 0) {
+			log_warning("%s/%s: %s", p->db->name, p->user->name, err);
+			free(p->last_login_error);
+			p->last_login_error = strdup(err);
+		}
+		p->last_login_failed = true;
+		p->no_route = true;
 		return;
 	case TARGET_FAILED:
 		p->last_connect_failed_time = get_cached_time();
@@ -259,6 +274,8 @@ void server_launch(Pool *p)
 	}
 	s->pool = p;
 	s->addr = pa;
+	p->no_route = false;
+	memcpy(s->member, member, sizeof(s->member));
 	s->id = next_server_id++;
 	s->tx_state = 'I';
 	s->connect_time = s->request_time = get_cached_time();

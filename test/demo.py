@@ -1,23 +1,29 @@
 #!/usr/bin/python3
 # pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
 #
-# `make demo`: a throwaway PostgreSQL 15 with ./pgpilot in front of it (transaction pooling),
-# instructions for psql, pgbench and the admin console, then wait for Ctrl-C or SIGTERM and stop
-# and remove everything. DEMO_SMOKE=1 starts it all, proves one query goes through, prints the
-# instructions and exits (for tests). PGPILOT_BIN=/usr/sbin/pgbouncer runs PgBouncer instead.
-# The cluster is a list of nodes plus shared services, so that the HA demo (etcd, three nodes)
-# adds entries rather than rewrites.
+# `make demo`: by default an HA cluster in a temp dir: etcd, three PostgreSQL 15 nodes on
+# 127.0.0.11-13 (one primary, two streaming replicas), one pgpilot agent in front of each, and a
+# BIND named with the zone pg.test when named is installed (the new primary publishes
+# primary.pg-test.pg.test). It prints how to connect (read-write `app`, read-only `app_ro`, the
+# admin consoles), how to kill the primary to watch a failover and how to see DNS follow; then it
+# waits for Ctrl-C or SIGTERM and stops and removes everything, each process by its PID.
+# DEMO_SMOKE=1 starts it all, writes one row through pgpilot, reads it on app_ro, prints the
+# instructions and exits 0 (for tests).
+# DEMO_MODE=single: the older single-node demo, a throwaway PostgreSQL 15 with ./pgpilot in front
+# of it (PGPILOT_BIN=/usr/sbin/pgbouncer runs PgBouncer instead).
 
 import argparse
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "bench"))
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(_REPO, "bench"))
+sys.path.insert(0, os.path.join(_REPO, "test", "integration"))
 import pgcluster  # noqa: E402
 
 DEMO_USER = "demo"
@@ -136,11 +142,168 @@ def wait_for_stop(group):
         time.sleep(0.5)
 
 
+# ---------------------------------------------------------------------------------------------
+# the HA demo (default)
+
+
+class HaDemo:
+    """etcd + 3 PostgreSQL nodes + 3 pgpilot agents (+ named) from test/integration/cluster.py."""
+
+    def __init__(self, keep=False, pg_rto=10):
+        import cluster  # test/integration/cluster.py
+        import named
+        self.C = cluster
+        self.keep = keep
+        self.named = None
+        if named.available():
+            self.named = named.Named()
+        dns = None
+        if self.named:
+            dns = {"update_servers": "127.0.0.1:%d" % self.named.port, "zone": "pg.test",
+                   "tsig_key_file": self.named.key_file, "ttl": 5,
+                   "primary_name": "primary.pg-test", "update_timeout": 1}
+        self.ha = cluster.HaCluster(n=3, pg_rto=pg_rto, dns=dns)
+
+    def start(self):
+        if self.named:
+            self.named.start()
+        self.ha.start()
+
+    def stop(self):
+        left = self.ha.destroy(keep=self.keep)
+        if self.named:
+            self.named.stop(cleanup=not self.keep)
+        if left:
+            print("demo: still running after stop: %s" % left, file=sys.stderr)
+
+    def dead(self):
+        """pgpilots that exited on their own (a killed one is reported once)."""
+        out = []
+        for m, p in self.ha.pilots.items():
+            if p.proc is not None and p.proc.poll() is not None and not getattr(p, "_told", False):
+                p._told = True
+                out.append((m, p.proc.returncode))
+        return out
+
+    def smoke(self):
+        """One write through the first replica's pgpilot (`app`, routed to the primary) and
+        one read of it through `app_ro` (routed to a replica)."""
+        C = self.C
+        via = self.ha.pilots[self.ha.members[1]]
+        with via.connect() as c:
+            row = c.execute("INSERT INTO writes (writer, seq) VALUES ('demo', 1) "
+                            "RETURNING inet_server_port(), pg_is_in_recovery()").fetchone()
+        if row[1]:
+            raise pgcluster.ClusterError("app reached a node in recovery (port %d)" % row[0])
+
+        def read():
+            with via.connect(dbname="app_ro") as c:
+                return c.execute("SELECT count(*), inet_server_port(), pg_is_in_recovery() "
+                                 "FROM writes WHERE writer = 'demo'").fetchone()
+        got = C.wait_for(lambda: (lambda r: r if r[0] == 1 else None)(read()), 15, 0.2,
+                         "the row on app_ro")
+        if not got[2]:
+            raise pgcluster.ClusterError("app_ro reached the primary (port %d)" % got[1])
+        return ("wrote through pgpilot :%d to the primary (PostgreSQL port %d), read it back "
+                "on app_ro from a replica (PostgreSQL port %d)" % (via.port, row[0], got[1]))
+
+    def instructions(self):
+        C, ha = self.C, self.ha
+        psql = tool("psql")
+        primary = ha.etcd_leader() or ha.members[0]
+        out = ["", "pgpilot HA demo is running (files in %s)" % ha.base, "",
+               "  etcd      %s  pid %d" % (ha.etcd.url, ha.etcd.proc.pid)]
+        if self.named:
+            out.append("  named     127.0.0.1:%d (zone pg.test)  pid %d"
+                       % (self.named.port, self.named.proc.pid))
+        for m in ha.members:
+            n, p = ha.nodes[m], ha.pilots[m]
+            out.append("  %-10s PostgreSQL %s:%-5d pid %-7s  pgpilot 127.0.0.1:%-5d pid %-7d%s"
+                       % (m, n.host, n.port, n.postmaster_pid(), p.port, p.proc.pid,
+                          "  <- primary" if m == primary else ""))
+        out += ["", "Read-write (`app`, routed to the primary) and read-only (`app_ro`, routed to "
+                "a replica), through each pgpilot (password %s):" % C.APP_PASSWORD]
+        for m in ha.members:
+            p = ha.pilots[m]
+            out.append('  %s "host=127.0.0.1 port=%d user=%s password=%s dbname=app"'
+                       % (psql, p.port, C.APP_USER, C.APP_PASSWORD))
+            out.append('  %s "host=127.0.0.1 port=%d user=%s password=%s dbname=app_ro"'
+                       % (psql, p.port, C.APP_USER, C.APP_PASSWORD))
+        out += ["", "Admin consoles (SHOW CLUSTER; SHOW HA; SHOW POOLS; FAILOVER <member>; "
+                "MAINTENANCE ON|OFF):"]
+        for m in ha.members:
+            out.append('  %s "host=127.0.0.1 port=%d user=%s password=%s dbname=pgpilot"  # %s'
+                       % (psql, ha.pilots[m].port, C.ADMIN_USER, C.ADMIN_PASSWORD, m))
+        pn, pp = ha.nodes[primary], ha.pilots[primary]
+        out += ["", "Watch a failover: kill the primary's node (its pgpilot and PostgreSQL) with",
+                "  kill -9 %d %s" % (pp.proc.pid, pn.postmaster_pid() or "<postmaster pid>"),
+                "then run SHOW CLUSTER on another node's admin console: a replica is primary "
+                "within pg_rto = %d s," % ha.pg_rto,
+                "and a psql session on `app` through a surviving pgpilot goes on without "
+                "reconnecting."]
+        if self.named:
+            out += ["", "See DNS follow the primary (answers %s now):" % pn.host,
+                    "  " + self.named.dig_command("primary.pg-test.pg.test")]
+        out += ["", "Logs: <dir>/<member>-pilot/pgpilot.log and <dir>/<member>/postgres.log", ""]
+        return "\n".join(out)
+
+
+def main_ha(args, smoke):
+    status = 1
+    demo = None
+    old_term = signal.signal(signal.SIGTERM, _sigterm)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        demo = HaDemo(keep=args.keep)
+        print("starting etcd, 3 PostgreSQL 15 nodes and 3 pgpilot agents%s ..."
+              % (" and BIND named" if demo.named else ""), flush=True)
+        demo.start()
+        if smoke:
+            print("smoke test: %s" % demo.smoke())
+        print(demo.instructions(), flush=True)
+        if smoke:
+            status = 0
+        else:
+            print("Press Ctrl-C to stop the demo; everything it started is stopped and removed.",
+                  flush=True)
+            try:
+                while True:
+                    for m, rc in demo.dead():
+                        print("demo: pgpilot %s exited (status %s)" % (m, rc), flush=True)
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                print("\nstopping the demo", flush=True)
+                status = 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping", file=sys.stderr)
+        status = 130
+    except (pgcluster.ClusterError, RuntimeError, AssertionError, OSError) as e:
+        print("demo: %s" % e, file=sys.stderr)
+        if demo is not None:
+            print(demo.ha.logs(limit=3000), file=sys.stderr)
+    finally:
+        if demo is not None:
+            demo.stop()
+            if args.keep:
+                print("temp dir kept: %s" % demo.ha.base)
+        signal.signal(signal.SIGTERM, old_term or signal.SIG_DFL)
+        signal.signal(signal.SIGINT, old_int or signal.SIG_DFL)
+    return status
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="start PostgreSQL + pgpilot and show how to use it")
+    ap = argparse.ArgumentParser(description="start an HA cluster (etcd, PostgreSQL, pgpilot, "
+                                 "named) or, with DEMO_MODE=single, one PostgreSQL + pgpilot, "
+                                 "and show how to use it")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) at the end")
     args = ap.parse_args(argv)
     smoke = os.environ.get("DEMO_SMOKE", "") not in ("", "0")
+    if os.environ.get("DEMO_MODE", "ha") != "single":
+        return main_ha(args, smoke)
     password = "demo-" + secrets.token_hex(6)
     workdir = pgcluster.WorkDir("pgpilot-demo-", keep=args.keep)
     status = 1

@@ -67,6 +67,10 @@ def pooler_factory(request, pg):
     pg_port=...). All are stopped at teardown; their logs are printed if the test failed."""
     made = []
 
+    # servers of the previous test's pooler may still be exiting: counting tests need a clean PG
+    harness.wait_until(lambda: not [b for b in pg.backends() if b[1] != "postgres"], 10,
+                       what="backends of earlier tests to exit")
+
     def make(start=True, opts=(), pg_port=None, **kw):
         p = harness.Pooler(pg_port or pg.port, **kw)
         made.append(p)
