@@ -103,6 +103,9 @@ demo: deps pgpilot
 bench: deps pgpilot
 	$(Q)/usr/bin/python3 bench/bench.py
 
+bench-failover: deps pgpilot
+	$(Q)/usr/bin/python3 bench/failover.py
+
 fuzz: deps
 	$(Q)$(MAKE) --no-print-directory -C test/fuzz
 

@@ -30,16 +30,16 @@
 #define OUT_TAIL 400
 
 typedef enum StepKind {
-	STEP_FENCE_SQL,       /* read-only + reload + terminate client backends (tolerated) */
-	STEP_STOP_FAST,       /* pg_ctl stop -m fast; on failure STOP_IMMEDIATE is put next */
-	STEP_STOP_IMMEDIATE,  /* pg_ctl stop -m immediate */
-	STEP_CONF_STANDBY,    /* standby.signal + primary_conninfo, read-only setting removed */
+	STEP_FENCE_SQL,         /* read-only + reload + terminate client backends (tolerated) */
+	STEP_STOP_FAST,         /* pg_ctl stop -m fast; on failure STOP_IMMEDIATE is put next */
+	STEP_STOP_IMMEDIATE,    /* pg_ctl stop -m immediate */
+	STEP_CONF_STANDBY,      /* standby.signal + primary_conninfo, read-only setting removed */
 	STEP_CONF_STANDBY_NOUP, /* standby.signal, no primary_conninfo (rewind preparation) */
-	STEP_START,           /* pg_ctl start -w */
-	STEP_PROMOTE_SQL,     /* reset read-only, pg_promote(true, n) */
-	STEP_CONFIRM_PRIMARY, /* pg_is_in_recovery() = false */
-	STEP_REPOINT_SQL,     /* ALTER SYSTEM SET primary_conninfo + reload */
-	STEP_REWIND,          /* pg_rewind from the source */
+	STEP_START,             /* pg_ctl start -w */
+	STEP_PROMOTE_SQL,       /* reset read-only, pg_promote(true, n) */
+	STEP_CONFIRM_PRIMARY,   /* pg_is_in_recovery() = false */
+	STEP_REPOINT_SQL,       /* ALTER SYSTEM SET primary_conninfo + reload */
+	STEP_REWIND,            /* pg_rewind from the source */
 } StepKind;
 
 static const char *step_name(StepKind k)
@@ -346,7 +346,7 @@ static void child_done(HaActionRun *r, int status)
 		return;
 	}
 	run_finish(r, false, "%s failed in step %s (%s): %s", r->name, step_name(k),
-		   status < 0 ? "lost the child"
+		   status < 0          ? "lost the child"
 		   : WIFEXITED(status) ? "exit code"
 				       : "killed by a signal",
 		   out[0] ? out : "no output");
@@ -359,7 +359,8 @@ static void run_pg_ctl(HaActionRun *r, const char *op, const char *mode)
 	int n = 0;
 
 	snprintf(bin, sizeof(bin), "%s/pg_ctl", r->pg_bin);
-	snprintf(secs, sizeof(secs), "%d", (int)(left_ms(r) / 1000) > 1 ? (int)(left_ms(r) / 1000) : 1);
+	snprintf(secs, sizeof(secs), "%d",
+		 (int)(left_ms(r) / 1000) > 1 ? (int)(left_ms(r) / 1000) : 1);
 	argv[n++] = bin;
 	argv[n++] = (char *)op;
 	argv[n++] = "-D";
@@ -480,7 +481,8 @@ static void sql_done(void *arg, HaPgError e, const PGresult *res, const char *er
 		run_next(r); /* tolerated: the node may already be unreachable; the stop follows */
 		return;
 	}
-	if (k == STEP_PROMOTE_SQL && e == HA_PGERR_QUERY && strstr(error, "recovery is not in progress")) {
+	if (k == STEP_PROMOTE_SQL && e == HA_PGERR_QUERY &&
+	    strstr(error, "recovery is not in progress")) {
 		run_next(r); /* promoted already (an earlier attempt): the confirmation decides */
 		return;
 	}
@@ -489,13 +491,15 @@ static void sql_done(void *arg, HaPgError e, const PGresult *res, const char *er
 			   ha_pg_error_name(e), error);
 		return;
 	}
-	if (k == STEP_PROMOTE_SQL && (!res || PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't')) {
+	if (k == STEP_PROMOTE_SQL &&
+	    (!res || PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't')) {
 		run_finish(r, false, "%s: pg_promote() did not finish in time", r->name);
 		return;
 	}
 	if (k == STEP_CONFIRM_PRIMARY &&
 	    (!res || PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 'f')) {
-		run_finish(r, false, "%s: the node is still in recovery after pg_promote()", r->name);
+		run_finish(r, false, "%s: the node is still in recovery after pg_promote()",
+			   r->name);
 		return;
 	}
 	run_next(r);
@@ -536,7 +540,8 @@ static void run_step(HaActionRun *r)
 	case STEP_CONF_STANDBY_NOUP:
 		if (!conf_standby(r, k == STEP_CONF_STANDBY ? r->conninfo : NULL, err,
 				  sizeof(err))) {
-			run_finish(r, false, "%s failed in step %s: %s", r->name, step_name(k), err);
+			run_finish(r, false, "%s failed in step %s: %s", r->name, step_name(k),
+				   err);
 			return;
 		}
 		run_next(r);

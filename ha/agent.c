@@ -37,13 +37,13 @@ typedef enum AgentLog { LOG_ERROR, LOG_WARNING, LOG_INFO, LOG_DEBUG } AgentLog;
 typedef struct Slot {
 	HaAgent *a;
 	bool used;
-	HaMember pub;      /* from members/<name>; name always set */
-	bool key_present;  /* the key exists now */
-	int64_t gone_ms;   /* when the key vanished */
-	HaHealth health;   /* our last probe */
+	HaMember pub;     /* from members/<name>; name always set */
+	bool key_present; /* the key exists now */
+	int64_t gone_ms;  /* when the key vanished */
+	HaHealth health;  /* our last probe */
 	bool has_health;
-	HaPgTask *task;    /* probe in flight */
-	bool election;     /* the probe in flight counts for the election round */
+	HaPgTask *task; /* probe in flight */
+	bool election;  /* the probe in flight counts for the election round */
 } Slot;
 
 struct HaAgent {
@@ -141,7 +141,10 @@ static void etcd_log_cb(EtcdLogLevel lvl, const char *msg, void *arg)
 {
 	HaAgent *a = arg;
 
-	alog(a, lvl == ETCD_LOG_WARNING ? LOG_WARNING : lvl == ETCD_LOG_INFO ? LOG_INFO : LOG_DEBUG,
+	alog(a,
+	     lvl == ETCD_LOG_WARNING ? LOG_WARNING
+	     : lvl == ETCD_LOG_INFO  ? LOG_INFO
+				     : LOG_DEBUG,
 	     "etcd: %s", msg);
 }
 
@@ -221,8 +224,8 @@ static void apply_put(HaAgent *a, const EtcdKeyValue *kv)
 		return;
 	if (strcmp(k, "leader") == 0) {
 		memcpy(old, a->keys.leader, sizeof(old));
-		snprintf(a->keys.leader, sizeof(a->keys.leader), "%.*s",
-			 (int)strcspn(v, " \t\r\n"), v);
+		snprintf(a->keys.leader, sizeof(a->keys.leader), "%.*s", (int)strcspn(v, " \t\r\n"),
+			 v);
 		a->keys.leader_lease = kv->lease;
 		a->keys.leader_mod_revision = kv->mod_revision;
 		a->keys.leader_expiry_ms = ha_now_ms() + a->cfg.timings.lease_ttl_ms;
@@ -508,8 +511,7 @@ static void grant_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	a->lease_fresh_ms = a->last_keepalive_ms;
 	free(a->published);
 	a->published = NULL;
-	alog(a, LOG_INFO, "lease %" PRId64 " granted (ttl %" PRId64 " s)", res->lease_id,
-	     res->ttl);
+	alog(a, LOG_INFO, "lease %" PRId64 " granted (ttl %" PRId64 " s)", res->lease_id, res->ttl);
 	publish_member(a);
 	decide_soon(a);
 }
@@ -519,8 +521,8 @@ static void grant_lease(HaAgent *a)
 	if (a->grant_inflight || a->stopping)
 		return;
 	a->last_keepalive_ms = ha_now_ms();
-	a->grant_inflight = etcd_lease_grant(a->etcd, ha_timings_lease_ttl_s(&a->cfg.timings),
-					     grant_cb, a);
+	a->grant_inflight =
+	    etcd_lease_grant(a->etcd, ha_timings_lease_ttl_s(&a->cfg.timings), grant_cb, a);
 }
 
 static void lease_dead(HaAgent *a)
@@ -1058,10 +1060,10 @@ static void action_done(void *arg, bool ok, const char *detail)
 		ha_pg_cancel(a->local_task);
 	a->local_task = NULL;
 	a->have_local = false;
-	a->local_task = ha_health_probe(a->base, a->cfg.pg_conn, NULL, 0, true,
-					(int)(a->cfg.timings.probe_ms > 1000 ? a->cfg.timings.probe_ms
-									     : 1000),
-					local_probe_cb, a);
+	a->local_task =
+	    ha_health_probe(a->base, a->cfg.pg_conn, NULL, 0, true,
+			    (int)(a->cfg.timings.probe_ms > 1000 ? a->cfg.timings.probe_ms : 1000),
+			    local_probe_cb, a);
 	if (kind == HA_ACT_PROMOTE) {
 		if (ok) {
 			write_history(a);
@@ -1085,7 +1087,8 @@ static void action_done(void *arg, bool ok, const char *detail)
 static void start_action(HaAgent *a, HaAction kind, HaActionRun *r)
 {
 	if (!r) {
-		alog(a, LOG_ERROR, "could not start action %s: out of memory", ha_action_name(kind));
+		alog(a, LOG_ERROR, "could not start action %s: out of memory",
+		     ha_action_name(kind));
 		return;
 	}
 	a->action = r;
@@ -1165,9 +1168,9 @@ static void execute(HaAgent *a, const HaDecision *d)
 		return; /* one local action at a time */
 	switch (d->action) {
 	case HA_ACT_RESTART:
-		start_action(a, d->action,
-			     ha_action_start(&a->node, false, NULL, (int)t->restart_ms, action_done,
-					     a));
+		start_action(
+		    a, d->action,
+		    ha_action_start(&a->node, false, NULL, (int)t->restart_ms, action_done, a));
 		return;
 	case HA_ACT_PROMOTE:
 		a->promote_from_tl = self->timeline;
@@ -1183,9 +1186,9 @@ static void execute(HaAgent *a, const HaDecision *d)
 			alog(a, LOG_ERROR, "cannot build primary_conninfo for %s", d->target);
 			return;
 		}
-		start_action(a, d->action,
-			     ha_action_repoint(&a->node, ci, (int)t->renew_ms + 2000, action_done,
-					       a));
+		start_action(
+		    a, d->action,
+		    ha_action_repoint(&a->node, ci, (int)t->renew_ms + 2000, action_done, a));
 		return;
 	case HA_ACT_START_REPLICA: {
 		bool has = leader_conninfo(a, d->target_member, false, ci, sizeof(ci));
@@ -1203,9 +1206,9 @@ static void execute(HaAgent *a, const HaDecision *d)
 			alog(a, LOG_ERROR, "cannot rewind: leader %s has no address", d->target);
 			return;
 		}
-		start_action(a, d->action,
-			     ha_action_rewind(&a->node, src, up, (int)t->lease_ttl_ms * 10,
-					      action_done, a));
+		start_action(
+		    a, d->action,
+		    ha_action_rewind(&a->node, src, up, (int)t->lease_ttl_ms * 10, action_done, a));
 		return;
 	}
 	case HA_ACT_PROBE:
@@ -1240,8 +1243,8 @@ static void log_decision(HaAgent *a, const HaDecision *d)
 		alog(a, LOG_WARNING, "%s", d->cluster_note);
 	memcpy(a->note, d->cluster_note, sizeof(a->note));
 	role = a->local.self.state != HA_PG_RUNNING ? HA_ROLE_UNKNOWN
-	       : a->local.self.in_recovery         ? HA_ROLE_REPLICA
-						   : HA_ROLE_PRIMARY;
+	       : a->local.self.in_recovery          ? HA_ROLE_REPLICA
+						    : HA_ROLE_PRIMARY;
 	if (is_agent(a) && a->have_local && role != a->last_role) {
 		alog(a, LOG_INFO, "role changed: %s -> %s", ha_role_name(a->last_role),
 		     ha_role_name(role));
@@ -1266,8 +1269,8 @@ static void decide(HaAgent *a)
 	update_local(a);
 	/* the key on my live lease is mine, whether the txn reply or the watch came first */
 	if (is_agent(a) && a->lease_id && !a->local.lease.held && !a->local.lease.lost &&
-	    !a->releasing &&
-	    strcmp(a->keys.leader, me(a)) == 0 && a->keys.leader_lease == a->lease_id)
+	    !a->releasing && strcmp(a->keys.leader, me(a)) == 0 &&
+	    a->keys.leader_lease == a->lease_id)
 		became_holder(a, a->race_inflight ? a->race_sent_ms : ha_now_ms());
 	compose_view(a);
 	ha_rules_decide(&a->view, &a->local, now, &a->cfg.timings, &d);
@@ -1388,8 +1391,9 @@ HaAgent *ha_agent_new(struct event_base *base, const HaConfig *cfg, const HaAgen
 	ha_cluster_init(&a->view);
 	if (cfg->ha_mode == HA_MODE_OFF || !cfg->name || !cfg->etcd_endpoints ||
 	    !cfg->timings.renew_ms) {
-		snprintf(err, errlen, "the HA agent needs a validated [cluster] configuration with "
-				      "ha_mode follow or agent");
+		snprintf(err, errlen,
+			 "the HA agent needs a validated [cluster] configuration with "
+			 "ha_mode follow or agent");
 		ha_agent_free(a);
 		return NULL;
 	}
@@ -1553,7 +1557,8 @@ bool ha_agent_failover(HaAgent *a, const char *member, bool force, char *err, si
 	bool ok;
 
 	if (!is_agent(a)) {
-		snprintf(err, len, "FAILOVER needs ha_mode = agent: follow mode never writes to etcd");
+		snprintf(err, len,
+			 "FAILOVER needs ha_mode = agent: follow mode never writes to etcd");
 		return false;
 	}
 	if (!ha_cluster_find_member(&a->view, member)) {
@@ -1630,10 +1635,10 @@ void ha_agent_show_ha(const HaAgent *a, HaKvFunc fn, void *arg)
 		const char *name;
 		int64_t v;
 	} timings[] = {
-	    {"pg_rto_ms", t->pg_rto_ms},       {"pg_rpo", t->pg_rpo},
-	    {"lease_ttl_ms", t->lease_ttl_ms}, {"renew_interval_ms", t->renew_ms},
-	    {"retry_timeout_ms", t->retry_ms}, {"fence_timeout_ms", t->fence_ms},
-	    {"probe_timeout_ms", t->probe_ms}, {"promote_timeout_ms", t->promote_ms},
+	    {"pg_rto_ms", t->pg_rto_ms},           {"pg_rpo", t->pg_rpo},
+	    {"lease_ttl_ms", t->lease_ttl_ms},     {"renew_interval_ms", t->renew_ms},
+	    {"retry_timeout_ms", t->retry_ms},     {"fence_timeout_ms", t->fence_ms},
+	    {"probe_timeout_ms", t->probe_ms},     {"promote_timeout_ms", t->promote_ms},
 	    {"restart_timeout_ms", t->restart_ms}, {"rank_step_ms", t->rank_step_ms},
 	};
 

@@ -23,17 +23,17 @@
 
 const HaConfigOption ha_config_options[] = {
     {"ha_mode", HA_OPT_MODE, OFF(ha_mode), false, "off",
-     "off (plain pooler), follow (read the DCS and route) or agent (also own the local node)", 0,
-     0, false},
+     "off (plain pooler), follow (read the DCS and route) or agent (also own the local node)", 0, 0,
+     false},
     {"name", HA_OPT_STRING, OFF(name), false, "", "cluster name (Patroni's scope)", 0, 0, false},
     {"namespace", HA_OPT_STRING, OFF(namespace), false, "/service",
      "etcd key prefix; keys live under <namespace>/<name>/", 0, 0, false},
     {"etcd_endpoints", HA_OPT_STRING, OFF(etcd_endpoints), false, "",
      "etcd client URLs, comma-separated, e.g. http://10.0.0.1:2379", 0, 0, false},
-    {"etcd_user", HA_OPT_STRING, OFF(etcd_user), false, "", "etcd user (token auth when set)", 0,
-     0, false},
-    {"etcd_password", HA_OPT_STRING, OFF(etcd_password), false, "", "password of etcd_user", 0,
-     0, true},
+    {"etcd_user", HA_OPT_STRING, OFF(etcd_user), false, "", "etcd user (token auth when set)", 0, 0,
+     false},
+    {"etcd_password", HA_OPT_STRING, OFF(etcd_password), false, "", "password of etcd_user", 0, 0,
+     true},
     {"etcd_timeout", HA_OPT_MSEC, OFF(etcd_timeout_ms), false, "2",
      "bound of each etcd request attempt, seconds", 100, 60000, false},
     {"member", HA_OPT_STRING, OFF(member), false, "", "agent: this node's member name", 0, 0,
@@ -48,8 +48,7 @@ const HaConfigOption ha_config_options[] = {
     {"replication_conn", HA_OPT_STRING, OFF(replication_conn), false, "",
      "user=... password=... put into primary_conninfo when re-pointing a replica", 0, 0, true},
     {"pg_advertise", HA_OPT_STRING, OFF(pg_advertise), false, "",
-     "host:port the other nodes reach the local PostgreSQL on (default: pg_conn's)", 0, 0,
-     false},
+     "host:port the other nodes reach the local PostgreSQL on (default: pg_conn's)", 0, 0, false},
     {"api_url", HA_OPT_STRING, OFF(api_url), false, "",
      "published as the member's api_url (e.g. this pgpilot's HTTP API); unset = omitted", 0, 0,
      false},
@@ -57,8 +56,7 @@ const HaConfigOption ha_config_options[] = {
      "seconds writes may be unavailable after the primary's node dies (>= 5)", HA_PG_RTO_MIN,
      HA_PG_RTO_MAX, false},
     {"pg_rpo", HA_OPT_INT64, OFF(pg_rpo), false, "1048576",
-     "bytes of WAL a replica may lag and still be promoted automatically", 0, INT64_MAX / 2,
-     false},
+     "bytes of WAL a replica may lag and still be promoted automatically", 0, INT64_MAX / 2, false},
     {"nofailover", HA_OPT_BOOL, OFF(nofailover), false, "off",
      "never promote this node automatically (tag)", 0, 0, false},
     {"failover_priority", HA_OPT_INT, OFF(failover_priority), false, "1",
@@ -80,8 +78,8 @@ const HaConfigOption ha_config_options[] = {
     {"promote_timeout", HA_OPT_MSEC, OFF(ov.promote_ms), false, "0",
      "race won to writable primary budget, seconds; 0 = derived", 0, DAY_MS, false},
     {"restart_timeout", HA_OPT_MSEC, OFF(ov.restart_ms), false, "0",
-     "how long a leader restarts its crashed PostgreSQL before releasing, seconds; 0 = derived",
-     0, DAY_MS, false},
+     "how long a leader restarts its crashed PostgreSQL before releasing, seconds; 0 = derived", 0,
+     DAY_MS, false},
     {"rank_step", HA_OPT_MSEC, OFF(ov.rank_step_ms), false, "0",
      "race delay per rank, seconds; 0 = derived (0.2)", 0, DAY_MS, false},
     {NULL, 0, 0, false, NULL, NULL, 0, 0, false},
@@ -168,10 +166,11 @@ bool ha_config_set(HaConfig *cfg, const char *key, const char *value, char *err,
 		int64_t v;
 
 		if (!parse_int64(value, o->min, o->max, &v)) {
-			snprintf(err, errlen,
-				 "invalid value \"%s\" for parameter \"%s\": an integer from %" PRId64
-				 " to %" PRId64 " is expected",
-				 value, o->name, o->min, o->max);
+			snprintf(
+			    err, errlen,
+			    "invalid value \"%s\" for parameter \"%s\": an integer from %" PRId64
+			    " to %" PRId64 " is expected",
+			    value, o->name, o->min, o->max);
 			return false;
 		}
 		if (o->type == HA_OPT_INT)
@@ -209,9 +208,10 @@ bool ha_config_set(HaConfig *cfg, const char *key, const char *value, char *err,
 		}
 		if (o->offset == OFF(synchronous_mode) && cfg->synchronous_mode) {
 			cfg->synchronous_mode = false;
-			snprintf(err, errlen,
-				 "synchronous_mode = on is not supported yet: synchronous replication "
-				 "management (pg_rpo = 0 with sync standbys) is a later feature");
+			snprintf(
+			    err, errlen,
+			    "synchronous_mode = on is not supported yet: synchronous replication "
+			    "management (pg_rpo = 0 with sync standbys) is a later feature");
 			return false;
 		}
 		return true;
@@ -219,10 +219,11 @@ bool ha_config_set(HaConfig *cfg, const char *key, const char *value, char *err,
 		HaMode m;
 
 		if (!ha_mode_parse(value, &m)) {
-			snprintf(err, errlen,
-				 "invalid value \"%s\" for parameter \"%s\": off, follow or agent is "
-				 "expected",
-				 value, o->name);
+			snprintf(
+			    err, errlen,
+			    "invalid value \"%s\" for parameter \"%s\": off, follow or agent is "
+			    "expected",
+			    value, o->name);
 			return false;
 		}
 		*(int *)field = (int)m;
@@ -302,7 +303,7 @@ const char *ha_config_format(const HaConfig *cfg, const HaConfigOption *opt, cha
 		snprintf(buf, len, "%s", *(const bool *)field ? "on" : "off");
 		break;
 	case HA_OPT_MODE:
-		snprintf(buf, len, "%s", ha_mode_name((HaMode)*(const int *)field));
+		snprintf(buf, len, "%s", ha_mode_name((HaMode) * (const int *)field));
 		break;
 	}
 	return buf;
@@ -380,9 +381,10 @@ bool ha_config_validate(HaConfig *cfg, char *err, size_t errlen)
 		if (!cfg->member)
 			add_err(err, errlen, "member must be set when ha_mode is agent");
 		else if (!valid_name(cfg->member))
-			add_err(err, errlen,
-				"invalid member name \"%s\": letters, digits, '-', '_' and '.' only",
-				cfg->member);
+			add_err(
+			    err, errlen,
+			    "invalid member name \"%s\": letters, digits, '-', '_' and '.' only",
+			    cfg->member);
 		if (!cfg->pg_conn)
 			add_err(err, errlen, "pg_conn must be set when ha_mode is agent");
 		if (!cfg->pg_data)
@@ -394,9 +396,9 @@ bool ha_config_validate(HaConfig *cfg, char *err, size_t errlen)
 				add_err(err, errlen,
 					"invalid pg_advertise \"%s\": host:port is expected",
 					cfg->pg_advertise);
-		} else if (cfg->pg_conn && !ha_conninfo_host_port(cfg->pg_conn, cfg->adv_host,
-							   sizeof(cfg->adv_host),
-							   &cfg->adv_port)) {
+		} else if (cfg->pg_conn &&
+			   !ha_conninfo_host_port(cfg->pg_conn, cfg->adv_host,
+						  sizeof(cfg->adv_host), &cfg->adv_port)) {
 			add_err(err, errlen,
 				"pg_advertise must be set when pg_conn has no TCP host (the other "
 				"nodes must reach the local PostgreSQL)");

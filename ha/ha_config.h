@@ -15,17 +15,17 @@
 #define HA_PG_BIN_DEFAULT "/usr/lib/postgresql/15/bin"
 
 typedef struct HaConfig {
-	int ha_mode;            /* HaMode; lives in [pgpilot], the loader copies it here */
-	char *name;             /* cluster name (Patroni's scope) */
-	char *namespace;        /* key prefix, "/service" by default, no trailing slash */
-	char *etcd_endpoints;   /* "http://h:2379,http://h2:2379" */
-	char *etcd_user;        /* token auth when set */
-	char *etcd_password;    /* never formatted */
-	int etcd_timeout_ms;    /* per etcd request attempt */
-	char *member;           /* agent: this node's member name */
-	char *pg_conn;          /* libpq conninfo of the local node (agent) / credentials (follow) */
-	char *pg_data;          /* agent: data directory of the local node */
-	char *pg_bin;           /* directory of pg_ctl and pg_rewind */
+	int ha_mode;          /* HaMode; lives in [pgpilot], the loader copies it here */
+	char *name;           /* cluster name (Patroni's scope) */
+	char *namespace;      /* key prefix, "/service" by default, no trailing slash */
+	char *etcd_endpoints; /* "http://h:2379,http://h2:2379" */
+	char *etcd_user;      /* token auth when set */
+	char *etcd_password;  /* never formatted */
+	int etcd_timeout_ms;  /* per etcd request attempt */
+	char *member;         /* agent: this node's member name */
+	char *pg_conn;        /* libpq conninfo of the local node (agent) / credentials (follow) */
+	char *pg_data;        /* agent: data directory of the local node */
+	char *pg_bin;         /* directory of pg_ctl and pg_rewind */
 	char *replication_conn; /* "user=replicator password=..." for primary_conninfo */
 	char *pg_advertise;     /* host:port the others reach the local PostgreSQL on */
 	char *api_url;          /* published as the member's api_url; unset = omitted */
@@ -57,7 +57,7 @@ typedef struct HaConfigOption {
 	size_t offset;   /* into HaConfig */
 	bool reloadable; /* takes effect at RELOAD / SET without a restart */
 	const char *defval;
-	const char *doc; /* one line for the sample config and SHOW CONFIG */
+	const char *doc;  /* one line for the sample config and SHOW CONFIG */
 	int64_t min, max; /* INT, INT64; MSEC in ms */
 	bool hidden;      /* a secret: never formatted */
 } HaConfigOption;

@@ -31,8 +31,8 @@ struct HaPgTask {
 	TaskState state;
 	char **sql;
 	int nsql, next;
-	PGresult *last;       /* result of the last statement run */
-	HaPgError early;      /* a failure found while starting, reported from the loop */
+	PGresult *last;  /* result of the last statement run */
+	HaPgError early; /* a failure found while starting, reported from the loop */
 	char early_msg[256];
 	HaPgDone cb;
 	void *arg;
@@ -267,9 +267,8 @@ static void task_wait(HaPgTask *t, short what)
 	}
 }
 
-static HaPgTask *task_new(struct event_base *base, const char *conninfo, const char *host,
-			  int port, const char *const *sql, int nsql, int timeout_ms, HaPgDone cb,
-			  void *arg)
+static HaPgTask *task_new(struct event_base *base, const char *conninfo, const char *host, int port,
+			  const char *const *sql, int nsql, int timeout_ms, HaPgDone cb, void *arg)
 {
 	HaPgTask *t = calloc(1, sizeof(*t));
 	const char *kw[6], *val[6];
@@ -355,7 +354,8 @@ static const char health_sql[] =
     "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,"
     " r.status, r.sender_host, r.sender_port,"
     " (SELECT system_identifier FROM pg_control_system())";
-static const char health_from[] = " FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver r ON true";
+static const char health_from[] =
+    " FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver r ON true";
 
 static uint64_t col_lsn(const PGresult *r, int col)
 {
@@ -395,9 +395,9 @@ static void probe_done(void *arg, HaPgError e, const PGresult *r, const char *er
 			const char *ci = PQgetvalue(r, 0, 10);
 
 			h.has_conninfo = true;
-			if (!*ci || !ha_conninfo_host_port(ci, h.upstream_host,
-							  sizeof(h.upstream_host),
-							  &h.upstream_port)) {
+			if (!*ci ||
+			    !ha_conninfo_host_port(ci, h.upstream_host, sizeof(h.upstream_host),
+						   &h.upstream_port)) {
 				h.upstream_host[0] = '\0';
 				h.upstream_port = 0;
 			}
@@ -449,7 +449,8 @@ void ha_health_apply(const HaHealth *h, HaMember *m, bool local)
 	/* the local node: the state the rules act on */
 	switch (h->error) {
 	case HA_PGERR_REFUSED:
-		m->state = HA_PG_STOPPED; /* the agent tells crashed from stopped by postmaster.pid */
+		m->state =
+		    HA_PG_STOPPED; /* the agent tells crashed from stopped by postmaster.pid */
 		m->down_cause = HA_DOWN_PG_DOWN;
 		break;
 	case HA_PGERR_STARTING:

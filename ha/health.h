@@ -59,17 +59,17 @@ typedef struct HaHealth {
 	char detail[256]; /* the libpq or server message when it did not */
 	int64_t at_ms;    /* monotonic ms when the answer (or failure) came */
 	bool in_recovery;
-	uint32_t timeline;    /* primary: current insert timeline; replica: received (or replayed) */
-	uint64_t write_lsn;   /* primary: pg_current_wal_lsn() */
-	uint64_t flush_lsn;   /* primary: pg_current_wal_flush_lsn() */
-	uint64_t receive_lsn; /* replica: pg_last_wal_receive_lsn() */
-	uint64_t replay_lsn;  /* replica: pg_last_wal_replay_lsn() */
-	char wal_status[32];  /* pg_stat_wal_receiver.status, "" when no receiver */
+	uint32_t timeline;  /* primary: current insert timeline; replica: received (or replayed) */
+	uint64_t write_lsn; /* primary: pg_current_wal_lsn() */
+	uint64_t flush_lsn; /* primary: pg_current_wal_flush_lsn() */
+	uint64_t receive_lsn;          /* replica: pg_last_wal_receive_lsn() */
+	uint64_t replay_lsn;           /* replica: pg_last_wal_replay_lsn() */
+	char wal_status[32];           /* pg_stat_wal_receiver.status, "" when no receiver */
 	char sender_host[HA_HOST_MAX]; /* whom the WAL receiver streams from, "" when unknown */
 	int sender_port;
-	char system_id[32];                 /* pg_control_system().system_identifier */
-	bool has_conninfo;                  /* primary_conninfo was readable (local probe) */
-	char upstream_host[HA_HOST_MAX];    /* host/port in primary_conninfo, "" = none */
+	char system_id[32];              /* pg_control_system().system_identifier */
+	bool has_conninfo;               /* primary_conninfo was readable (local probe) */
+	char upstream_host[HA_HOST_MAX]; /* host/port in primary_conninfo, "" = none */
 	int upstream_port;
 } HaHealth;
 

@@ -77,9 +77,9 @@ char *ha_member_json_build(const HaMember *m, const char *api_url, const char *v
 	if (api_url && *api_url)
 		json_object_set_new(o, "api_url", json_string(api_url));
 	json_object_set_new(o, "state", json_string(state_name(m->state)));
-	json_object_set_new(o, "role", json_string(m->in_recovery || m->role == HA_ROLE_REPLICA
-							? "replica"
-							: "primary"));
+	json_object_set_new(
+	    o, "role",
+	    json_string(m->in_recovery || m->role == HA_ROLE_REPLICA ? "replica" : "primary"));
 	if (version)
 		json_object_set_new(o, "version", json_string(version));
 	json_object_set_new(o, "xlog_location", json_integer((json_int_t)ha_member_lsn(m)));
@@ -409,8 +409,7 @@ bool ha_conninfo_host_port(const char *conninfo, char *host, size_t hostlen, int
 		    strlen(o->val) < hostlen) {
 			snprintf(host, hostlen, "%s", o->val);
 			ok = true;
-		} else if (strcmp(o->keyword, "hostaddr") == 0 && !ok &&
-			   strlen(o->val) < hostlen) {
+		} else if (strcmp(o->keyword, "hostaddr") == 0 && !ok && strlen(o->val) < hostlen) {
 			snprintf(host, hostlen, "%s", o->val);
 			ok = true;
 		} else if (strcmp(o->keyword, "port") == 0) {
@@ -527,8 +526,8 @@ static bool conf_line_key(const char *line, size_t len, char *name, size_t namel
 
 char *ha_auto_conf_set(const char *content, const char *key, const char *value)
 {
-	size_t cap = (content ? strlen(content) : 0) + (value ? 2 * strlen(value) : 0) +
-		     strlen(key) + 16;
+	size_t cap =
+	    (content ? strlen(content) : 0) + (value ? 2 * strlen(value) : 0) + strlen(key) + 16;
 	char *out = malloc(cap), name[128];
 	size_t n = 0;
 	const char *p = content ? content : "";

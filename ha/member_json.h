@@ -66,8 +66,7 @@ bool ha_split_host_port(const char *s, char *host, size_t hostlen, int *port) _M
 bool ha_conn_url_parse(const char *url, char *host, size_t hostlen, int *port) _MUSTCHECK;
 /* The TCP host and port of a libpq conninfo (port 5432 by default). False when it has no host, a
  * socket directory or several hosts, or does not parse. */
-bool ha_conninfo_host_port(const char *conninfo, char *host, size_t hostlen,
-			   int *port) _MUSTCHECK;
+bool ha_conninfo_host_port(const char *conninfo, char *host, size_t hostlen, int *port) _MUSTCHECK;
 
 /*
  * primary_conninfo for following host:port: the keywords of <replication_conn> (NULL = none)

@@ -899,15 +899,20 @@ class Writer(threading.Thread):
     """One client connection through a pgpilot (database app) inserting a row every <interval>
     seconds. Records each acknowledged commit (seq, sent, acked, node port, node address, server
     clock), each error (sent, at, SQLSTATE, message) and each time the connection was lost and
-    re-opened (reconnect=True) or the writer stopped (reconnect=False)."""
+    re-opened (reconnect=True) or the writer stopped (reconnect=False).
+
+    prepare: psycopg's automatic server-side prepared statements (named, after 5 executions)
+    are off by default (unnamed statements only); prepare=True prepares from the first
+    execution, to test that named statements survive a change of server."""
 
     INSERT = ("INSERT INTO writes (writer, seq, node, addr, pad) VALUES (%s, %s, "
               "inet_server_port(), host(inet_server_addr()), %s) "
               "RETURNING inet_server_port(), host(inet_server_addr()), "
               "extract(epoch from clock_timestamp())::float8")
 
-    def __init__(self, pilot, name, interval=0.02, reconnect=False, pad=0):
+    def __init__(self, pilot, name, interval=0.02, reconnect=False, pad=0, prepare=False):
         super().__init__(daemon=True, name=f"writer:{name}")
+        self.prepare_threshold = 0 if prepare else None
         self.pilot = pilot
         self.wname = name
         self.interval = interval
@@ -923,7 +928,7 @@ class Writer(threading.Thread):
 
     def run(self):
         try:
-            self.conn = self.pilot.connect()
+            self.conn = self.pilot.connect(prepare_threshold=self.prepare_threshold)
         except psycopg.Error as e:
             self.lost_connection = f"could not connect: {e}"
             return
@@ -942,7 +947,8 @@ class Writer(threading.Thread):
                     self.reconnects += 1
                     while not self.stopping.is_set():
                         try:
-                            self.conn = self.pilot.connect()
+                            self.conn = self.pilot.connect(
+                                prepare_threshold=self.prepare_threshold)
                             break
                         except psycopg.Error:
                             time.sleep(0.1)

@@ -66,16 +66,22 @@ def pid_alive(pid):
 
 
 def build_haprobe(out):
-    """Link haprobe against the subsystem archives (make brings them up to date)."""
+    """Link haprobe against the subsystem archives (make brings them up to date). With
+    HA_SMOKE_ASAN=1 in the environment, compile the ha/ sources in under ASan + UBSan instead."""
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs"] + PKGS, check=True,
+                           capture_output=True, text=True).stdout.split()
+    base = ["cc", "-std=gnu11", "-D_GNU_SOURCE", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
+            "-Wno-unused-parameter", "-I" + ROOT, "-o", out, os.path.join(HERE, "haprobe.c")]
+    if os.environ.get("HA_SMOKE_ASAN"):
+        srcs = sorted(os.path.join(ROOT, "ha", f) for f in os.listdir(os.path.join(ROOT, "ha"))
+                      if f.endswith(".c"))
+        subprocess.run(base + ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] +
+                       srcs + flags + ["-lm"], check=True, capture_output=True)
+        return out
     libs = [os.path.join(ROOT, "build", n) for n in ("libha.a", "libdns.a", "libprotocol.a")]
     subprocess.run(["make", "-C", ROOT] + [os.path.relpath(p, ROOT) for p in libs],
                    check=True, capture_output=True)
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs"] + PKGS, check=True,
-                           capture_output=True, text=True).stdout.split()
-    subprocess.run(["cc", "-std=gnu11", "-D_GNU_SOURCE", "-g", "-O1", "-Wall", "-Wextra",
-                    "-Werror", "-Wno-unused-parameter", "-I" + ROOT, "-o", out,
-                    os.path.join(HERE, "haprobe.c")] + libs + flags + ["-lm"],
-                   check=True, capture_output=True)
+    subprocess.run(base + libs + flags + ["-lm"], check=True, capture_output=True)
     return out
 
 

@@ -31,10 +31,10 @@ def ha(haprobe_bin, request):
     s.binary = haprobe_bin
     yield s
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    s.teardown()
     if failed or os.environ.get("HA_SMOKE_VERBOSE"):
         for a in s.agents:
             print("==== agent %s ====\n%s" % (a.node.name, a.output()))
-    s.teardown()
 
 
 @pytest.mark.timeout(120)

@@ -86,6 +86,30 @@ def test_node_death_fails_over_within_pg_rto(ha):
                PG_RTO + 10, 0.2, f"{third} to stream from {new}")
 
 
+def test_prepared_statements_survive_failover(ha):
+    """A client whose statements are named prepared statements (psycopg prepare_threshold=0)
+    keeps working after the failover: pgpilot prepares them again on the new primary, so the
+    client commits there without reconnecting and without 'prepared statement does not
+    exist'."""
+    old, via = ha.members[0], ha.members[1]
+    w = C.Writer(ha.pilots[via], "wp", interval=0.02, prepare=True)
+    w.start()
+    try:
+        C.wait_for(lambda: len(w.acks) >= 20, 20, 0.05, "first prepared writes")
+        t_kill = C.time.time()
+        ha.kill_node(old)
+        new, dt = ha.wait_new_primary(old, timeout=PG_RTO + 15)
+        port = ha.nodes[new].port
+        C.wait_for(lambda: next((a for a in w.acks if a[2] > t_kill and a[3] == port), None),
+                   PG_RTO + 10, 0.05,
+                   f"a prepared insert to commit on the new primary (errors: {w.errors[-3:]})")
+    finally:
+        w.stop()
+    assert w.lost_connection is None and w.reconnects == 0, w.lost_connection
+    assert not [e for e in w.errors if e[2] == "26000"], \
+        f"prepared statement missing on the new server: {w.errors[-3:]}"
+
+
 def test_old_primary_rejoins_as_replica(ha):
     """After a failover, the former primary's pgpilot restarted on the same data dir brings its
     PostgreSQL back as a replica of the new primary (pg_rewind if it diverged): in recovery,

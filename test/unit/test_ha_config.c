@@ -67,9 +67,8 @@ static void test_defaults(void **state)
 	}
 	assert_string_equal(ha_config_format(&cfg, ha_config_find("ha_mode"), buf, sizeof(buf)),
 			    "off");
-	assert_string_equal(ha_config_format(&cfg, ha_config_find("etcd_timeout"), buf,
-					     sizeof(buf)),
-			    "2");
+	assert_string_equal(
+	    ha_config_format(&cfg, ha_config_find("etcd_timeout"), buf, sizeof(buf)), "2");
 	assert_string_equal(ha_config_format(&cfg, ha_config_find("pg_rpo"), buf, sizeof(buf)),
 			    "1048576");
 	assert_string_equal(ha_config_format(&cfg, ha_config_find("nofailover"), buf, sizeof(buf)),
@@ -99,9 +98,8 @@ static void test_agent_file(void **state)
 	assert_int_equal(cfg.adv_port, 6432);
 	/* secrets are never formatted */
 	assert_true(ha_config_set(&cfg, "etcd_password", "s3cret", err, sizeof(err)));
-	assert_string_equal(ha_config_format(&cfg, ha_config_find("etcd_password"), buf,
-					     sizeof(buf)),
-			    "********");
+	assert_string_equal(
+	    ha_config_format(&cfg, ha_config_find("etcd_password"), buf, sizeof(buf)), "********");
 	assert_string_equal(ha_config_format(&cfg, ha_config_find("pg_conn"), buf, sizeof(buf)),
 			    "********");
 	assert_true(ha_config_copy(&copy, &cfg));
@@ -116,20 +114,24 @@ static void test_bad_values(void **state)
 	static const struct {
 		const char *key, *value, *msg;
 	} bad[] = {
-	    {"pg_rto", "4", "invalid value \"4\" for parameter \"pg_rto\": an integer from 5 to "
-			    "86400 is expected"},
+	    {"pg_rto", "4",
+	     "invalid value \"4\" for parameter \"pg_rto\": an integer from 5 to "
+	     "86400 is expected"},
 	    {"pg_rto", "abc", NULL},
 	    {"pg_rpo", "-1", NULL},
-	    {"ha_mode", "leader", "invalid value \"leader\" for parameter \"ha_mode\": off, follow "
-				  "or agent is expected"},
-	    {"nofailover", "maybe", "invalid value \"maybe\" for parameter \"nofailover\": a "
-				    "boolean is expected"},
+	    {"ha_mode", "leader",
+	     "invalid value \"leader\" for parameter \"ha_mode\": off, follow "
+	     "or agent is expected"},
+	    {"nofailover", "maybe",
+	     "invalid value \"maybe\" for parameter \"nofailover\": a "
+	     "boolean is expected"},
 	    {"lease_ttl", "-2", NULL},
 	    {"renew_interval", "1s", NULL},
 	    {"etcd_timeout", "0.01", NULL},
-	    {"synchronous_mode", "on", "synchronous_mode = on is not supported yet: synchronous "
-				       "replication management (pg_rpo = 0 with sync standbys) is "
-				       "a later feature"},
+	    {"synchronous_mode", "on",
+	     "synchronous_mode = on is not supported yet: synchronous "
+	     "replication management (pg_rpo = 0 with sync standbys) is "
+	     "a later feature"},
 	    {"colour", "blue", "unrecognized [cluster] parameter \"colour\""},
 	};
 	HaConfig cfg;
@@ -175,8 +177,8 @@ static void test_validate(void **state)
 	assert_true(ha_config_set(&cfg, "name", "pg/test", err, sizeof(err)));
 	assert_true(ha_config_set(&cfg, "etcd_endpoints", "http://e:2379", err, sizeof(err)));
 	assert_false(ha_config_validate(&cfg, err, sizeof(err)));
-	assert_string_equal(err,
-			    "invalid cluster name \"pg/test\": letters, digits, '-', '_' and '.' only");
+	assert_string_equal(
+	    err, "invalid cluster name \"pg/test\": letters, digits, '-', '_' and '.' only");
 	assert_true(ha_config_set(&cfg, "name", "pg-test", err, sizeof(err)));
 	assert_true(ha_config_validate(&cfg, err, sizeof(err)));
 	assert_true(ha_config_set(&cfg, "namespace", "service", err, sizeof(err)));
@@ -187,8 +189,9 @@ static void test_validate(void **state)
 	/* agent: member, pg_conn, pg_data */
 	assert_true(ha_config_set(&cfg, "ha_mode", "agent", err, sizeof(err)));
 	assert_false(ha_config_validate(&cfg, err, sizeof(err)));
-	assert_string_equal(err, "member must be set when ha_mode is agent; pg_conn must be set "
-				 "when ha_mode is agent; pg_data must be set when ha_mode is agent");
+	assert_string_equal(err,
+			    "member must be set when ha_mode is agent; pg_conn must be set "
+			    "when ha_mode is agent; pg_data must be set when ha_mode is agent");
 	assert_true(ha_config_set(&cfg, "member", "pg-1", err, sizeof(err)));
 	assert_true(ha_config_set(&cfg, "pg_data", "/d", err, sizeof(err)));
 	assert_true(ha_config_set(&cfg, "pg_conn", "host=/var/run/postgresql", err, sizeof(err)));
@@ -208,7 +211,8 @@ static void test_validate(void **state)
 	assert_true(ha_config_set(&cfg, "renew_interval", "3", err, sizeof(err)));
 	assert_true(ha_config_set(&cfg, "retry_timeout", "15", err, sizeof(err)));
 	assert_false(ha_config_validate(&cfg, err, sizeof(err)));
-	assert_non_null(strstr(err, "renew_interval + 2 * retry_timeout must not exceed lease_ttl"));
+	assert_non_null(
+	    strstr(err, "renew_interval + 2 * retry_timeout must not exceed lease_ttl"));
 	assert_non_null(strstr(err, "3000 + 2 * 15000 = 33000 ms > 24000 ms"));
 	assert_true(ha_config_set(&cfg, "retry_timeout", "0", err, sizeof(err)));
 	assert_true(ha_config_set(&cfg, "renew_interval", "0", err, sizeof(err)));

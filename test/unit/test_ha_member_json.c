@@ -323,8 +323,8 @@ static void test_host_port(void **state)
 	assert_false(ha_split_host_port("[::1", h, sizeof(h), &p));
 	assert_false(ha_split_host_port("[::1]x", h, sizeof(h), &p));
 	assert_false(ha_split_host_port("a-very-long-host-name-that-does-not-fit-in-the-buffer-"
-					 "at-all.example.com:1",
-					 h, sizeof(h), &p));
+					"at-all.example.com:1",
+					h, sizeof(h), &p));
 
 	assert_true(ha_conn_url_parse("postgres://u:p@h.example:7000/db?x=1", h, sizeof(h), &p));
 	assert_string_equal(h, "h.example");
@@ -405,11 +405,11 @@ static void test_quote(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_patroni_master),  cmocka_unit_test(test_patroni_replica),
-	    cmocka_unit_test(test_member_variants), cmocka_unit_test(test_member_bad),
+	    cmocka_unit_test(test_patroni_master),   cmocka_unit_test(test_patroni_replica),
+	    cmocka_unit_test(test_member_variants),  cmocka_unit_test(test_member_bad),
 	    cmocka_unit_test(test_member_roundtrip), cmocka_unit_test(test_status),
-	    cmocka_unit_test(test_history),         cmocka_unit_test(test_config_pause),
-	    cmocka_unit_test(test_failover_sync),   cmocka_unit_test(test_host_port),
+	    cmocka_unit_test(test_history),          cmocka_unit_test(test_config_pause),
+	    cmocka_unit_test(test_failover_sync),    cmocka_unit_test(test_host_port),
 	    cmocka_unit_test(test_primary_conninfo), cmocka_unit_test(test_quote),
 	};
 
