@@ -1055,6 +1055,8 @@ static void action_done(void *arg, bool ok, const char *detail)
 	a->action = NULL;
 	a->action_kind = HA_ACT_NONE;
 	alog(a, ok ? LOG_INFO : LOG_ERROR, "%s", detail);
+	if (a->stopping)
+		return;
 	/* the next decision waits for fresh local facts: a probe from before the action lies */
 	if (a->local_task)
 		ha_pg_cancel(a->local_task);
@@ -1267,11 +1269,14 @@ static void decide(HaAgent *a)
 	if (a->stopping || !a->have_snapshot || (is_agent(a) && !a->have_local))
 		return;
 	update_local(a);
-	/* the key on my live lease is mine, whether the txn reply or the watch came first */
-	if (is_agent(a) && a->lease_id && !a->local.lease.held && !a->local.lease.lost &&
-	    !a->releasing && strcmp(a->keys.leader, me(a)) == 0 &&
+	/*
+	 * My race txn is out and the watch already shows the key on my lease: it won, the reply
+	 * is just late. Only then: a stale store naming me must not make me the holder again.
+	 */
+	if (is_agent(a) && a->race_inflight && a->lease_id && !a->local.lease.held &&
+	    !a->local.lease.lost && !a->releasing && strcmp(a->keys.leader, me(a)) == 0 &&
 	    a->keys.leader_lease == a->lease_id)
-		became_holder(a, a->race_inflight ? a->race_sent_ms : ha_now_ms());
+		became_holder(a, a->race_sent_ms);
 	compose_view(a);
 	ha_rules_decide(&a->view, &a->local, now, &a->cfg.timings, &d);
 	a->last_decide_ms = now;
@@ -1281,6 +1286,13 @@ static void decide(HaAgent *a)
 		/* a non-agent follower, or an agent waiting for its first probe, does not act */
 		if (!a->have_local && d.action != HA_ACT_NONE)
 			d.action = HA_ACT_WAIT;
+		if (a->releasing && d.action == HA_ACT_TAKEOVER) {
+			/* fenced or releasing: the key on my lease is on its way out, not mine */
+			d.action = HA_ACT_WAIT;
+			snprintf(d.reason, sizeof(d.reason),
+				 "giving the leader key up: waiting for the release to complete or "
+				 "the lease to expire");
+		}
 		if (d.action == HA_ACT_DEMOTE && bootstrap_possible(a)) {
 			d.action = HA_ACT_RACE;
 			d.delay_ms = 1; /* not a plain race: bootstrap() below */

@@ -624,11 +624,13 @@ static inline bool is_frontend_type(uint8_t type)
 /* Bookkeeping of what the server owes the client, per forwarded message. */
 static inline void client_count_request(Client *c, uint8_t type)
 {
+	usec_t now = get_cached_time();
+
 	switch (type) {
 	case 'Q':
 	case 'F':
 		c->expected_z++;
-		c->query_start = get_cached_time();
+		c->query_start = now;
 		break;
 	case 'S':
 		c->expected_z++;
@@ -640,7 +642,7 @@ static inline void client_count_request(Client *c, uint8_t type)
 	case 'D':
 	case 'C':
 		if (!c->ext_open)
-			c->query_start = get_cached_time();
+			c->query_start = now;
 		c->ext_open = true;
 		if (type == 'P')
 			c->pool->stats.client_parse_count++;
@@ -651,8 +653,8 @@ static inline void client_count_request(Client *c, uint8_t type)
 		break;
 	}
 	if (!c->xact_start)
-		c->xact_start = get_cached_time();
-	c->active_time = get_cached_time();
+		c->xact_start = now;
+	c->active_time = now;
 }
 
 static SbufAction client_handle_admin(Client *c, uint8_t type, uint32_t total, const uint8_t *pkt,

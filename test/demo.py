@@ -242,7 +242,7 @@ class HaDemo:
                 "and a psql session on `app` through a surviving pgpilot goes on without "
                 "reconnecting."]
         if self.named:
-            out += ["", "See DNS follow the primary (answers %s now):" % pn.host,
+            out += ["", "See DNS follow the primary (it is on %s now):" % pn.host,
                     "  " + self.named.dig_command("primary.pg-test.pg.test")]
         out += ["", "Logs: <dir>/<member>-pilot/pgpilot.log and <dir>/<member>/postgres.log", ""]
         return "\n".join(out)

@@ -123,8 +123,15 @@ class Etcd:
             kvs = json.load(r).get("kvs")
         return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
 
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(10)

@@ -35,6 +35,10 @@ def ha(haprobe_bin, request):
     if failed or os.environ.get("HA_SMOKE_VERBOSE"):
         for a in s.agents:
             print("==== agent %s ====\n%s" % (a.node.name, a.output()))
+    for a in s.agents:
+        assert "Sanitizer" not in a.output(), a.output()
+        if a.proc.returncode == 0:  # stopped gracefully: it printed SHOW HA and exited
+            assert "SHOW last_decision=" in a.output() and "EXIT" in a.output()
 
 
 @pytest.mark.timeout(120)
@@ -103,6 +107,53 @@ def test_leader_follow_and_failover(ha):
         return v and json.loads(v).get("timeline") == 2
     ha_fixtures.wait_until(status_on_tl2, 5, "status on timeline 2")
     r.sql("CREATE TABLE after_failover (i int)")  # writable
+
+
+def start_pair(ha):
+    """etcd, a primary pg-1 and its replica pg-2, one agent each; pg-1 leads, pg-2 follows."""
+    ha.etcd.start()
+    p = ha.node("pg-1")
+    p.initdb()
+    p.start()
+    r = ha.node("pg-2")
+    r.basebackup(p)
+    r.start()
+    a1 = ha.agent(p)
+    a1.wait("decision: continue", 20)
+    a2 = ha.agent(r)
+    a2.wait("decision: follow: replica of pg-1", 20)
+    return p, r, a1, a2
+
+
+@pytest.mark.timeout(120)
+def test_fence_when_etcd_is_gone(ha):
+    """With etcd frozen the leader cannot renew: it stops local writes (local_writes(false))
+    and demotes its PostgreSQL to a standby before its lease can expire. When etcd comes back
+    one member leads again and the other follows."""
+    p, r, a1, a2 = start_pair(ha)
+    ha_fixtures.wait_until(lambda: ha.etcd.get("/service/pgt/status"), 10, "status")
+    t0 = time.monotonic()
+    ha.etcd.pause()
+    try:
+        stopped = a1.wait("WRITES stopped", 10, since=t0)
+        # L = 7 s at pg_rto 10: the lease lives at least 7 s after the last keepalive, which
+        # was sent before the pause
+        assert stopped - t0 < 7.0, "fenced %.2f s after the pause" % (stopped - t0)
+        assert a1.find("decision: fence", since=t0)
+        a1.wait("demote done", 30, since=t0)
+        assert p.sql("SELECT pg_is_in_recovery()") == "t"
+        assert a2.find("PROMOTED", since=t0) is None  # nobody could race without etcd
+    finally:
+        ha.etcd.resume()
+
+    def one_primary():
+        roles = sorted([p.sql("SELECT pg_is_in_recovery()") or "?",
+                        r.sql("SELECT pg_is_in_recovery()") or "?"])
+        leader = ha.etcd.get("/service/pgt/leader")
+        return roles == ["f", "t"] and leader in ("pg-1", "pg-2") and leader
+    leader = ha_fixtures.wait_until(one_primary, 40, "a new leader after etcd came back")
+    follower = a2 if leader == "pg-1" else a1
+    follower.wait("decision: follow: replica of %s" % leader, 20, since=t0)
 
 
 @pytest.mark.timeout(60)
