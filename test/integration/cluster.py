@@ -389,6 +389,9 @@ hot_standby_feedback = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] '
 password_encryption = 'md5'
+# segments in <pg_data>/pg_dynshmem, not /dev/shm: a SIGKILLed server leaves them behind, and
+# they go away with the temp dir
+dynamic_shared_memory_type = mmap
 include_if_exists = 'pgpilot_node.conf'
 """
 
@@ -885,9 +888,15 @@ class HaCluster:
         return "\n".join(out)
 
     def pg_logs(self, members=None, limit=3000):
+        """Tails of each node's PostgreSQL logs: ours (first start) and the agent's
+        (<pg_data>/pgpilot-postgres.log, every start by pg_ctl from pgpilot)."""
         out = []
         for m in members or self.members:
             out.append(f"----- {m} postgres log -----\n{tail(self.nodes[m].log_path, 30)[-limit:]}")
+            agent_log = os.path.join(self.nodes[m].datadir, "pgpilot-postgres.log")
+            if os.path.exists(agent_log):
+                out.append(f"----- {m} postgres log (started by pgpilot) -----\n"
+                           f"{tail(agent_log, 30)[-limit:]}")
         return "\n".join(out)
 
 

@@ -3,9 +3,10 @@
 pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
 
 Fixtures: pg (session: a running, prepared PostgreSQL; with xdist each worker has its own),
-fresh_pg (function: a private stopped PostgreSQL for tests that start it late), pooler_factory (function: build and start
-poolers, stopped at teardown with their log printed when the test failed), pooler (function: the
-default pooler, started). Markers: pgpilot_only (skipped when POOLER=pgbouncer).
+fresh_pg (function: a private stopped PostgreSQL for tests that start it late), pooler_factory
+(function: build and start poolers, stopped at teardown with their log printed when the test
+failed), pooler (function: the default pooler, started), leak_check (session: every PID the
+harness started is gone at the end). Markers: pgpilot_only (skipped when POOLER=pgbouncer).
 """
 
 import os

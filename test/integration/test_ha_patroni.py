@@ -59,7 +59,8 @@ class PatroniNode:
                                                       "max_wal_senders": 10,
                                                       "max_replication_slots": 10,
                                                       "fsync": "off",
-                                                      "password_encryption": "md5"}}},
+                                                      "password_encryption": "md5",
+                                                      "dynamic_shared_memory_type": "mmap"}}},
                 "initdb": [{"encoding": "UTF8"}, {"locale": "C"}],
             },
             "postgresql": {
@@ -75,6 +76,8 @@ class PatroniNode:
                 "parameters": {"unix_socket_directories": self.base,
                                "shared_buffers": "16MB", "max_connections": 60},
                 "pg_hba": [line for line in C.HBA.splitlines() if line],
+                # a fast checkpoint: the default waits for the next timed one
+                "basebackup": [{"checkpoint": "fast"}],
             },
             "tags": {"nofailover": False, "noloadbalance": False},
         }
