@@ -113,7 +113,8 @@ fuzz: deps
 DEB_PKGS := build-essential pkg-config libevent-dev libssl-dev libc-ares-dev libpq-dev \
 	libcurl4-openssl-dev libjansson-dev libcmocka-dev postgresql-15 postgresql-client-15 \
 	pgbouncer etcd-server etcd-client bind9 bind9-utils bind9-dnsutils python3 python3-pytest \
-	python3-psycopg python3-pytest-xdist python3-pytest-timeout clang libclang-rt-14-dev iproute2
+	python3-psycopg python3-pytest-xdist python3-pytest-timeout clang libclang-rt-14-dev iproute2 \
+	patroni
 deps:
 	$(Q)missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
