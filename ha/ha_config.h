@@ -29,6 +29,7 @@ typedef struct HaConfig {
 	char *replication_conn; /* "user=replicator password=..." for primary_conninfo */
 	char *pg_advertise;     /* host:port the others reach the local PostgreSQL on */
 	char *api_url;          /* published as the member's api_url; unset = omitted */
+	char *dns_address;      /* published in DNS on promotion; unset = adv_host */
 	int pg_rto;             /* seconds */
 	int64_t pg_rpo;         /* bytes */
 	bool nofailover;

@@ -238,7 +238,8 @@ static void local_writes_cb(void *arg, bool allowed)
 static void promoted_cb(void *arg, const HaCluster *v)
 {
 	char err[256];
-	const char *addr = hacfg.adv_host;
+	const char *addr = hacfg.dns_address && hacfg.dns_address[0] ? hacfg.dns_address
+								    : hacfg.adv_host;
 
 	log_info("this node is the primary of cluster \"%s\" now", hacfg.name);
 	if (!updater)
