@@ -5,6 +5,9 @@
  * pg_data with its output kept for the report, a file step done at once (small writes in
  * pg_data). One run timer bounds the whole action; a failure ends it with the step's message,
  * except where a step says it is tolerated (the fence SQL on a node that no longer answers).
+ * Two steps look at /proc instead: the clean-up before every start kills the orphans of a
+ * crashed server and removes its stale postmaster.pid; the halt kills every process of the
+ * server on pg_data. Both poll every 20 ms until the processes are gone.
  */
 #include "ha/actions.h"
 #include "ha/health.h"
@@ -12,9 +15,11 @@
 
 #include <event2/event.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,11 +28,24 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_STEPS 12
 #define CHILD_POLL_MS 100
 #define OUT_TAIL 400
+#define SCAN_POLL_MS 20
+#define SCAN_MAX 256
+#define KILLED_MAX 64
+/* how long the clean-up before a start waits for the killed orphans to exit */
+#define CLEANUP_WAIT_MS 500
+/* the halt ends once no process was seen for this long (a pg_ctl child may be mid-exec) */
+#define HALT_QUIET_MS 100
+/* how often a promotion in progress is checked (and the promote signal sent again) */
+#define PROMOTE_POLL_MS 100
+
+static const char *const pg_names[] = {"postgres", NULL};
+static const char *const halt_names[] = {"postgres", "pg_ctl", NULL};
 
 typedef enum StepKind {
 	STEP_FENCE_SQL,         /* read-only + reload + terminate client backends (tolerated) */
@@ -36,10 +54,12 @@ typedef enum StepKind {
 	STEP_CONF_STANDBY,      /* standby.signal + primary_conninfo, read-only setting removed */
 	STEP_CONF_STANDBY_NOUP, /* standby.signal, no primary_conninfo (rewind preparation) */
 	STEP_START,             /* pg_ctl start -w */
-	STEP_PROMOTE_SQL,       /* reset read-only, pg_promote(true, n) */
-	STEP_CONFIRM_PRIMARY,   /* pg_is_in_recovery() = false */
+	STEP_PROMOTE_SQL,       /* reset read-only, reload, pg_promote(false) */
+	STEP_CONFIRM_PRIMARY,   /* poll pg_is_in_recovery() = false, nudging with pg_promote */
 	STEP_REPOINT_SQL,       /* ALTER SYSTEM SET primary_conninfo + reload */
 	STEP_REWIND,            /* pg_rewind from the source */
+	STEP_CLEANUP, /* before a start: kill the orphans of a dead postmaster, drop its pidfile */
+	STEP_HALT,    /* SIGKILL every process of the server on pg_data, wait until all are gone */
 } StepKind;
 
 static const char *step_name(StepKind k)
@@ -55,6 +75,8 @@ static const char *step_name(StepKind k)
 	    [STEP_CONFIRM_PRIMARY] = "confirm promotion",
 	    [STEP_REPOINT_SQL] = "re-point",
 	    [STEP_REWIND] = "pg_rewind",
+	    [STEP_CLEANUP] = "clean-up after the old server",
+	    [STEP_HALT] = "halt",
 	};
 
 	return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "unknown";
@@ -76,6 +98,13 @@ struct HaActionRun {
 	size_t outlen;
 	struct event *poll;  /* child reaping */
 	struct event *timer; /* the whole action's timeout; also the deferred start */
+	struct event *scan;  /* the polls of STEP_CLEANUP, STEP_HALT, STEP_CONFIRM_PRIMARY */
+	uid_t pg_uid;        /* owner of pg_data: the server's processes run as it */
+	int64_t scan_deadline_ms;
+	int64_t quiet_since_ms; /* STEP_HALT: since when no process was seen; 0 = one was */
+	pid_t killed[KILLED_MAX];
+	int nkilled;
+	char note[200]; /* what the clean-up or halt did, added to the outcome */
 	bool started;
 	HaActionDone cb;
 	void *arg;
@@ -97,11 +126,161 @@ bool ha_pg_pidfile_exists(const char *pg_data)
 	return access(path, F_OK) == 0;
 }
 
+/* Processes of a data directory, as /proc shows them */
+
+const char *ha_pidfile_name(HaPidfile s)
+{
+	switch (s) {
+	case HA_PIDFILE_NONE:
+		return "none";
+	case HA_PIDFILE_RUNNING:
+		return "running";
+	case HA_PIDFILE_STALE:
+		return "stale";
+	}
+	return "unknown";
+}
+
+/* State letter and command name from /proc/<pid>/stat; false when the process is gone. */
+static bool proc_stat(pid_t pid, char *state, char *comm, size_t len)
+{
+	char path[64], buf[512], *open_p, *close_p;
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* "pid (comm) S ...": comm may hold spaces and parentheses, the last ')' ends it */
+	open_p = strchr(buf, '(');
+	close_p = strrchr(buf, ')');
+	if (!open_p || !close_p || close_p < open_p || close_p[1] != ' ' || !close_p[2])
+		return false;
+	snprintf(comm, len, "%.*s", (int)(close_p - open_p - 1), open_p + 1);
+	*state = close_p[2];
+	return true;
+}
+
+static bool name_in(const char *name, const char *const *names)
+{
+	for (; *names; names++)
+		if (strcmp(name, *names) == 0)
+			return true;
+	return false;
+}
+
+/* Read the symlink /proc/<pid>/<what>; false with errno set when it cannot be read. */
+static bool proc_link(pid_t pid, const char *what, char *out, size_t len)
+{
+	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
+	n = readlink(path, out, len - 1);
+	if (n <= 0)
+		return false;
+	out[n] = '\0';
+	return true;
+}
+
+/*
+ * Is <pid> a live process of <uid> named like one of <names> (its command name or its
+ * executable's base name) whose working directory is <dir> (a real path)? A working directory
+ * we may not read counts as <dir> only when <unreadable_cwd_matches>.
+ */
+static bool proc_matches(pid_t pid, uid_t uid, const char *dir, const char *const *names,
+			 bool unreadable_cwd_matches)
+{
+	char path[64], link[PATH_MAX], comm[64], st;
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	if (stat(path, &sb) != 0 || sb.st_uid != uid)
+		return false;
+	if (!proc_stat(pid, &st, comm, sizeof(comm)) || st == 'Z' || st == 'X')
+		return false;
+	if (!name_in(comm, names)) {
+		const char *base;
+
+		if (!proc_link(pid, "exe", link, sizeof(link)))
+			return false;
+		base = strrchr(link, '/');
+		if (!name_in(base ? base + 1 : link, names))
+			return false;
+	}
+	if (!proc_link(pid, "cwd", link, sizeof(link)))
+		return unreadable_cwd_matches && (errno == EACCES || errno == EPERM);
+	return strcmp(link, dir) == 0;
+}
+
+int ha_proc_find(const char *dir, uid_t uid, const char *const *names, pid_t *out, int max)
+{
+	char real[PATH_MAX];
+	struct dirent *e;
+	pid_t self = getpid();
+	int n = 0;
+	DIR *d;
+
+	if (!realpath(dir, real) || !(d = opendir("/proc")))
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+
+		if (*end || pid <= 0 || pid == self ||
+		    !proc_matches((pid_t)pid, uid, real, names, false))
+			continue;
+		if (n < max)
+			out[n] = (pid_t)pid;
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+HaPidfile ha_pg_pidfile_check(const char *pg_data, pid_t *pid)
+{
+	char path[4096], real[PATH_MAX], line[64], *end;
+	struct stat st;
+	long v;
+	FILE *f;
+
+	if (pid)
+		*pid = 0;
+	snprintf(path, sizeof(path), "%s/postmaster.pid", pg_data);
+	f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? HA_PIDFILE_NONE : HA_PIDFILE_RUNNING;
+	if (!fgets(line, sizeof(line), f)) {
+		fclose(f);
+		return HA_PIDFILE_RUNNING; /* empty: a postmaster is writing it right now */
+	}
+	fclose(f);
+	errno = 0;
+	v = strtol(line, &end, 10);
+	/* a negative PID is a single-user backend; garbage is left for PostgreSQL to judge */
+	if (errno || end == line || v <= 0 || v > INT_MAX || (*end != '\n' && *end != '\0'))
+		return HA_PIDFILE_RUNNING;
+	if (pid)
+		*pid = (pid_t)v;
+	if (stat(pg_data, &st) != 0 || !realpath(pg_data, real))
+		return HA_PIDFILE_RUNNING; /* cannot tell: hands off */
+	return proc_matches((pid_t)v, st.st_uid, real, pg_names, true) ? HA_PIDFILE_RUNNING
+									: HA_PIDFILE_STALE;
+}
+
 static void run_free(HaActionRun *r)
 {
 	if (r->task)
 		ha_pg_cancel(r->task);
 	if (r->child > 0) {
+		/* the child is a session leader (setsid): its group goes too, but not a postmaster
+		 * pg_ctl launched, which has its own session (ha_action_halt is for that) */
+		kill(-r->child, SIGKILL);
 		kill(r->child, SIGKILL);
 		(void)waitpid(r->child, NULL, 0);
 	}
@@ -111,6 +290,8 @@ static void run_free(HaActionRun *r)
 		event_free(r->poll);
 	if (r->timer)
 		event_free(r->timer);
+	if (r->scan)
+		event_free(r->scan);
 	free(r->pg_conn);
 	free(r->pg_data);
 	free(r->pg_bin);
@@ -147,7 +328,8 @@ static void run_next(HaActionRun *r)
 {
 	r->cur++;
 	if (r->cur >= r->nsteps) {
-		run_finish(r, true, "%s done", r->name);
+		run_finish(r, true, "%s done%s%s%s", r->name, r->note[0] ? " (" : "", r->note,
+			   r->note[0] ? ")" : "");
 		return;
 	}
 	run_step(r);
@@ -326,9 +508,9 @@ static void child_done(HaActionRun *r, int status)
 	case STEP_REWIND:
 		if (!ok && !r->rewind_retried && strstr(out, "shut down cleanly")) {
 			/* crash-recover it as a standby without upstream, stop, rewind again */
-			static const StepKind again[] = {STEP_CONF_STANDBY_NOUP, STEP_START,
-							 STEP_STOP_FAST,         STEP_REWIND,
-							 STEP_CONF_STANDBY,      STEP_START};
+			static const StepKind again[] = {
+			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP, STEP_START,   STEP_STOP_FAST,
+			    STEP_REWIND,            STEP_CONF_STANDBY, STEP_CLEANUP, STEP_START};
 
 			r->rewind_retried = true;
 			memcpy(r->steps, again, sizeof(again));
@@ -394,6 +576,164 @@ static void run_rewind(HaActionRun *r)
 	if (!child_spawn(r, argv))
 		run_finish(r, false, "%s: could not run pg_rewind: %s", r->name,
 			   r->outlen ? out_text(r) : strerror(errno));
+}
+
+/* The clean-up before a start and the halt: /proc polls */
+
+static void scan_round(HaActionRun *r);
+
+static void scan_cb(evutil_socket_t fd, short what, void *arg)
+{
+	HaActionRun *r = arg;
+
+	if (r->steps[r->cur] == STEP_CONFIRM_PRIMARY)
+		run_step(r); /* check the promotion again */
+	else
+		scan_round(r);
+}
+
+/* Run the current step again after <ms> (the poll steps). */
+static void poll_again(HaActionRun *r, int ms)
+{
+	struct timeval tv = {0, ms * 1000};
+
+	if (!r->scan)
+		r->scan = evtimer_new(r->base, scan_cb, r);
+	if (!r->scan || evtimer_add(r->scan, &tv) != 0)
+		run_finish(r, false, "%s: out of memory", r->name);
+}
+
+static void remember_killed(HaActionRun *r, pid_t pid)
+{
+	for (int i = 0; i < r->nkilled; i++)
+		if (r->killed[i] == pid)
+			return;
+	if (r->nkilled < KILLED_MAX)
+		r->killed[r->nkilled++] = pid;
+}
+
+/*
+ * Remove the lock files a dead postmaster left: postmaster.pid and the lock file of its first
+ * socket directory (lines 4 and 5 of postmaster.pid), the latter only when it names the same
+ * PID. PostgreSQL would remove them itself if that PID were gone, but a zombie (an orphaned
+ * postmaster that init has not reaped yet) still answers kill(pid, 0). Only called when
+ * ha_pg_pidfile_check() said STALE.
+ */
+static void remove_stale_locks(HaActionRun *r)
+{
+	char path[4096], sock[4096], line[1024], pidline[64] = "", sockdir[1024] = "";
+	int port = 0, n = 0;
+	size_t len = strlen(r->note);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/postmaster.pid", r->pg_data);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f) && ++n <= 5) {
+		line[strcspn(line, "\n")] = '\0';
+		if (n == 1)
+			snprintf(pidline, sizeof(pidline), "%.63s", line);
+		else if (n == 4)
+			port = atoi(line);
+		else if (n == 5)
+			snprintf(sockdir, sizeof(sockdir), "%.1023s", line);
+	}
+	fclose(f);
+	if (unlink(path) != 0)
+		return;
+	snprintf(r->note + len, sizeof(r->note) - len, "%sremoved a stale postmaster.pid",
+		 len ? ", " : "");
+	if (!sockdir[0] || port <= 0 || !pidline[0])
+		return;
+	snprintf(sock, sizeof(sock), "%s%s%s/.s.PGSQL.%d.lock", sockdir[0] == '/' ? "" : r->pg_data,
+		 sockdir[0] == '/' ? "" : "/", sockdir, port);
+	f = fopen(sock, "re");
+	if (!f)
+		return;
+	n = fgets(line, sizeof(line), f) != NULL;
+	fclose(f);
+	line[strcspn(line, "\n")] = '\0';
+	if (n && strcmp(line, pidline) == 0 && unlink(sock) == 0) {
+		len = strlen(r->note);
+		snprintf(r->note + len, sizeof(r->note) - len, " and its socket lock file");
+	}
+}
+
+/* The processes are gone (or the clean-up gave up waiting): finish the step. */
+static void scan_finished(HaActionRun *r, int left)
+{
+	if (r->nkilled)
+		snprintf(r->note, sizeof(r->note), "killed %d server process%s",
+			 r->nkilled, r->nkilled == 1 ? "" : "es");
+	if (left)
+		snprintf(r->note + strlen(r->note), sizeof(r->note) - strlen(r->note),
+			 "%s%d still there after %d ms", r->note[0] ? ", " : "", left,
+			 CLEANUP_WAIT_MS);
+	if (r->steps[r->cur] == STEP_CLEANUP &&
+	    ha_pg_pidfile_check(r->pg_data, NULL) == HA_PIDFILE_STALE)
+		remove_stale_locks(r);
+	run_next(r);
+}
+
+/* One round: SIGKILL what is left; done when nothing is (for the halt: for HALT_QUIET_MS). */
+static void scan_round(HaActionRun *r)
+{
+	StepKind k = r->steps[r->cur];
+	pid_t pids[SCAN_MAX];
+	int64_t now = ha_now_ms();
+	int n = ha_proc_find(r->pg_data, r->pg_uid, k == STEP_HALT ? halt_names : pg_names, pids,
+			     SCAN_MAX);
+
+	if (n < 0) {
+		if (k == STEP_CLEANUP) {
+			run_next(r); /* no /proc: pg_ctl start reports what is in the way */
+			return;
+		}
+		run_finish(r, false, "%s failed in step %s: could not list the processes of "
+			   "\"%s\": %s", r->name, step_name(k), r->pg_data, strerror(errno));
+		return;
+	}
+	for (int i = 0; i < n && i < SCAN_MAX; i++)
+		if (kill(pids[i], SIGKILL) == 0)
+			remember_killed(r, pids[i]);
+	if (n > 0)
+		r->quiet_since_ms = 0;
+	else if (!r->quiet_since_ms)
+		r->quiet_since_ms = now;
+	if (n == 0 && (k == STEP_CLEANUP || now - r->quiet_since_ms >= HALT_QUIET_MS)) {
+		scan_finished(r, 0);
+		return;
+	}
+	if (k == STEP_CLEANUP && now >= r->scan_deadline_ms) {
+		scan_finished(r, n); /* pg_ctl start says what still holds the data dir */
+		return;
+	}
+	poll_again(r, SCAN_POLL_MS);
+}
+
+static void run_scan(HaActionRun *r)
+{
+	StepKind k = r->steps[r->cur];
+	struct stat st;
+
+	if (stat(r->pg_data, &st) != 0) {
+		if (k == STEP_CLEANUP)
+			run_next(r); /* pg_ctl start reports it */
+		else
+			run_finish(r, false, "%s failed in step %s: could not stat \"%s\": %s",
+				   r->name, step_name(k), r->pg_data, strerror(errno));
+		return;
+	}
+	r->pg_uid = st.st_uid;
+	r->quiet_since_ms = 0;
+	r->scan_deadline_ms = ha_now_ms() + CLEANUP_WAIT_MS;
+	/* a live postmaster is not an orphan: leave it, pg_ctl start will say it runs */
+	if (k == STEP_CLEANUP && ha_pg_pidfile_check(r->pg_data, NULL) == HA_PIDFILE_RUNNING) {
+		run_next(r);
+		return;
+	}
+	scan_round(r);
 }
 
 /* Files in pg_data */
@@ -481,9 +821,13 @@ static void sql_done(void *arg, HaPgError e, const PGresult *res, const char *er
 		run_next(r); /* tolerated: the node may already be unreachable; the stop follows */
 		return;
 	}
-	if (k == STEP_PROMOTE_SQL && e == HA_PGERR_QUERY &&
+	if ((k == STEP_PROMOTE_SQL || k == STEP_CONFIRM_PRIMARY) && e == HA_PGERR_QUERY &&
 	    strstr(error, "recovery is not in progress")) {
-		run_next(r); /* promoted already (an earlier attempt): the confirmation decides */
+		/* promoted already (an earlier attempt, or just now): the confirmation decides */
+		if (k == STEP_PROMOTE_SQL)
+			run_next(r);
+		else
+			run_step(r);
 		return;
 	}
 	if (e != HA_PGERR_NONE) {
@@ -493,13 +837,12 @@ static void sql_done(void *arg, HaPgError e, const PGresult *res, const char *er
 	}
 	if (k == STEP_PROMOTE_SQL &&
 	    (!res || PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't')) {
-		run_finish(r, false, "%s: pg_promote() did not finish in time", r->name);
+		run_finish(r, false, "%s: pg_promote() could not signal the postmaster", r->name);
 		return;
 	}
 	if (k == STEP_CONFIRM_PRIMARY &&
 	    (!res || PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 'f')) {
-		run_finish(r, false, "%s: the node is still in recovery after pg_promote()",
-			   r->name);
+		poll_again(r, PROMOTE_POLL_MS); /* still in recovery: the signal went again */
 		return;
 	}
 	run_next(r);
@@ -550,16 +893,21 @@ static void run_step(HaActionRun *r)
 		run_pg_ctl(r, "start", NULL);
 		return;
 	case STEP_PROMOTE_SQL: {
-		const char *promote[3] = {"ALTER SYSTEM RESET default_transaction_read_only",
-					  "SELECT pg_reload_conf()", sql};
-		int secs = (int)(left_ms(r) / 1000);
+		static const char *const promote[] = {
+		    "ALTER SYSTEM RESET default_transaction_read_only", "SELECT pg_reload_conf()",
+		    "SELECT pg_promote(false)"};
 
-		snprintf(sql, sizeof(sql), "SELECT pg_promote(true, %d)", secs > 1 ? secs : 1);
-		run_sql(r, promote, 3, left_ms(r));
+		run_sql(r, promote, (int)ARRAY_SIZE(promote), left_ms(r));
 		return;
 	}
 	case STEP_CONFIRM_PRIMARY: {
-		const char *q[1] = {"SELECT pg_is_in_recovery()"};
+		/*
+		 * Not pg_promote(true): PostgreSQL 15's startup process, when its WAL stream was
+		 * lost moments before, may sleep up to wal_retrieve_retry_interval (5 s) after it
+		 * has seen the request. Each poll sends the signal again, which wakes it.
+		 */
+		static const char *const q[] = {
+		    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_promote(false) ELSE false END"};
 
 		run_sql(r, q, 1, left_ms(r));
 		return;
@@ -577,6 +925,10 @@ static void run_step(HaActionRun *r)
 	}
 	case STEP_REWIND:
 		run_rewind(r);
+		return;
+	case STEP_CLEANUP:
+	case STEP_HALT:
+		run_scan(r);
 		return;
 	}
 }
@@ -634,8 +986,9 @@ HaActionRun *ha_action_demote(const HaNode *n, const char *conninfo, int fence_m
 			      HaActionDone cb, void *arg)
 {
 	static const StepKind steps[] = {STEP_FENCE_SQL, STEP_STOP_FAST, STEP_CONF_STANDBY,
-					 STEP_START};
-	HaActionRun *r = run_new("demote", n, conninfo, NULL, timeout_ms, cb, arg, steps, 4);
+					 STEP_CLEANUP, STEP_START};
+	HaActionRun *r = run_new("demote", n, conninfo, NULL, timeout_ms, cb, arg, steps,
+				 (int)ARRAY_SIZE(steps));
 
 	if (r)
 		r->fence_ms = fence_ms;
@@ -645,22 +998,56 @@ HaActionRun *ha_action_demote(const HaNode *n, const char *conninfo, int fence_m
 HaActionRun *ha_action_start(const HaNode *n, bool standby, const char *conninfo, int timeout_ms,
 			     HaActionDone cb, void *arg)
 {
-	static const StepKind as_standby[] = {STEP_CONF_STANDBY, STEP_START};
-	static const StepKind as_is[] = {STEP_START};
+	static const StepKind as_standby[] = {STEP_CONF_STANDBY, STEP_CLEANUP, STEP_START};
+	static const StepKind as_is[] = {STEP_CLEANUP, STEP_START};
 
 	if (standby)
 		return run_new("start as standby", n, conninfo, NULL, timeout_ms, cb, arg,
-			       as_standby, 2);
-	return run_new("restart", n, conninfo, NULL, timeout_ms, cb, arg, as_is, 1);
+			       as_standby, (int)ARRAY_SIZE(as_standby));
+	return run_new("restart", n, conninfo, NULL, timeout_ms, cb, arg, as_is,
+		       (int)ARRAY_SIZE(as_is));
 }
 
 HaActionRun *ha_action_rewind(const HaNode *n, const char *source, const char *conninfo,
 			      int timeout_ms, HaActionDone cb, void *arg)
 {
-	static const StepKind steps[] = {STEP_STOP_FAST, STEP_REWIND, STEP_CONF_STANDBY,
-					 STEP_START};
+	/* the clean-up first: pg_ctl stop would wait on a stale postmaster.pid */
+	static const StepKind steps[] = {STEP_CLEANUP, STEP_STOP_FAST, STEP_REWIND,
+					 STEP_CONF_STANDBY, STEP_CLEANUP, STEP_START};
 
-	return run_new("rewind", n, conninfo, source, timeout_ms, cb, arg, steps, 4);
+	return run_new("rewind", n, conninfo, source, timeout_ms, cb, arg, steps,
+		       (int)ARRAY_SIZE(steps));
+}
+
+HaActionRun *ha_action_halt(const HaNode *n, int timeout_ms, HaActionDone cb, void *arg)
+{
+	static const StepKind steps[] = {STEP_HALT};
+
+	return run_new("halt", n, NULL, NULL, timeout_ms, cb, arg, steps, 1);
+}
+
+void ha_action_settle(HaActionRun *r, int max_ms)
+{
+	int64_t until = ha_now_ms() + max_ms;
+	StepKind k;
+
+	if (!r || r->child <= 0)
+		return;
+	k = r->steps[r->cur];
+	if (k != STEP_START && k != STEP_STOP_FAST && k != STEP_STOP_IMMEDIATE)
+		return;
+	while (ha_now_ms() < until) {
+		struct timespec ts = {0, 10 * 1000000L};
+		pid_t p = waitpid(r->child, NULL, WNOHANG);
+
+		if (p == r->child || (p < 0 && errno != EINTR)) {
+			r->child = 0; /* reaped: run_free must not wait for it again */
+			return;
+		}
+		if (k == STEP_START && ha_pg_pidfile_check(r->pg_data, NULL) == HA_PIDFILE_RUNNING)
+			return;
+		nanosleep(&ts, NULL);
+	}
 }
 
 void ha_action_cancel(HaActionRun *r)

@@ -13,6 +13,7 @@
 #include "protocol/bytes.h"
 
 #include <stddef.h>
+#include <sys/types.h>
 
 struct event_base;
 
@@ -30,8 +31,10 @@ typedef struct HaActionRun HaActionRun;
 typedef void (*HaActionDone)(void *arg, bool ok, const char *detail);
 
 /*
- * pg_promote(true, <timeout>) and then pg_is_in_recovery() = false; also resets the
- * default_transaction_read_only a fence may have left.
+ * pg_promote(false), then pg_is_in_recovery() polled every 100 ms until false, the promote
+ * signal sent again with each poll (it wakes a startup process that sleeps after a lost WAL
+ * stream), all within <timeout_ms>; also resets the default_transaction_read_only a fence may
+ * have left.
  */
 HaActionRun *ha_action_promote(const HaNode *n, int timeout_ms, HaActionDone cb, void *arg);
 /* ALTER SYSTEM SET primary_conninfo = <conninfo>; SELECT pg_reload_conf() (PG 13+). */
@@ -45,8 +48,14 @@ HaActionRun *ha_action_repoint(const HaNode *n, const char *conninfo, int timeou
  */
 HaActionRun *ha_action_demote(const HaNode *n, const char *conninfo, int fence_ms, int timeout_ms,
 			      HaActionDone cb, void *arg);
-/* Start a stopped node: as a standby of <conninfo> (NULL = none) when <standby>, else as it
- * was (a leader's crashed primary restarts as a primary). */
+/*
+ * Start a stopped node: as a standby of <conninfo> (NULL = none) when <standby>, else as it
+ * was (a leader's crashed primary restarts as a primary). Every start (here and in demote and
+ * rewind) first cleans up after a crashed server: when postmaster.pid does not name a live
+ * postmaster, the orphaned processes of the old server (postgres processes of the data dir's
+ * owner whose working directory is pg_data) are killed and waited for, and the stale
+ * postmaster.pid is removed, so that pg_ctl start does not stop at the old lock file.
+ */
 HaActionRun *ha_action_start(const HaNode *n, bool standby, const char *conninfo, int timeout_ms,
 			     HaActionDone cb, void *arg);
 /*
@@ -58,13 +67,57 @@ HaActionRun *ha_action_start(const HaNode *n, bool standby, const char *conninfo
 HaActionRun *ha_action_rewind(const HaNode *n, const char *source, const char *conninfo,
 			      int timeout_ms, HaActionDone cb, void *arg);
 
-/* Abandon an action: no callback; a running child is killed, a SQL task cancelled. */
+/*
+ * Make sure no server runs on pg_data, whatever it is doing (starting, in crash recovery,
+ * running): SIGKILL every postgres and pg_ctl process of the data dir's owner whose working
+ * directory is pg_data, until none has been seen for 100 ms. Fails when some survive past
+ * <timeout_ms>. A leader whose restart budget is spent runs this before it releases the key,
+ * so that a start in flight cannot bring up a second primary.
+ */
+HaActionRun *ha_action_halt(const HaNode *n, int timeout_ms, HaActionDone cb, void *arg);
+
+/*
+ * Abandon an action: no callback; a running child (and its process group) is killed, a SQL
+ * task cancelled. A postmaster that pg_ctl already launched runs on: ha_action_halt() stops it.
+ */
 void ha_action_cancel(HaActionRun *r);
+
+/*
+ * For shutdown, before ha_action_cancel(): when the action is running pg_ctl, block up to
+ * <max_ms> until pg_ctl has exited or postmaster.pid names a live server, so that a server
+ * being started when pgpilot exits has written its lock file and whoever looks after
+ * PostgreSQL next finds it. Returns at once when no pg_ctl runs. Never on the event loop.
+ */
+void ha_action_settle(HaActionRun *r, int max_ms);
 
 /* The name of the action for logs ("promote", "demote", ...). */
 const char *ha_action_run_name(const HaActionRun *r);
 
 /* Is a postmaster.pid present in <pg_data>? (a crashed server leaves it behind) */
 bool ha_pg_pidfile_exists(const char *pg_data);
+
+/* What postmaster.pid says about the server on a data directory. */
+typedef enum HaPidfile {
+	HA_PIDFILE_NONE,    /* no postmaster.pid */
+	HA_PIDFILE_RUNNING, /* it names a live postgres of the data dir (or cannot be parsed:
+			       a server may be writing it right now) */
+	HA_PIDFILE_STALE,   /* its PID is gone, a zombie, or another program: a crash left it */
+} HaPidfile;
+const char *ha_pidfile_name(HaPidfile s);
+
+/*
+ * Check <pg_data>/postmaster.pid. The PID is the postmaster when /proc shows a live (not
+ * zombie) process of the data dir's owner, named postgres, whose working directory is pg_data.
+ * <pid> (may be NULL) gets the PID read, 0 when none.
+ */
+HaPidfile ha_pg_pidfile_check(const char *pg_data, pid_t *pid);
+
+/*
+ * Live processes (zombies do not count) owned by <uid> whose working directory is <dir> and
+ * whose command name or executable's base name is one of <names> (NULL-terminated). Up to
+ * <max> PIDs go to <out>; returns how many matched (possibly more than <max>), or -1 when
+ * /proc or <dir> cannot be read. The process calling it is never listed.
+ */
+int ha_proc_find(const char *dir, uid_t uid, const char *const *names, pid_t *out, int max);
 
 #endif

@@ -30,6 +30,7 @@
 #define CONNINFO_MAX 1024
 #define HEARTBEAT_MAX_MS 1000
 #define STATUS_MIN_MS 1000
+#define SETTLE_MS 2000 /* at exit, how long a pg_ctl start in flight may take to show up */
 
 typedef enum AgentLog { LOG_ERROR, LOG_WARNING, LOG_INFO, LOG_DEBUG } AgentLog;
 
@@ -63,6 +64,8 @@ struct HaAgent {
 	Slot slots[HA_MAX_MEMBERS];
 	char *history_raw, *config_raw;
 	bool have_snapshot, read_inflight;
+	bool watching; /* the watch is established (its "created" came, or it reconnected) */
+	bool ready;    /* latched: lease + first read + watch + local probe were all there once */
 	bool initialized; /* the initialize key exists: the cluster was bootstrapped */
 	int64_t last_read_ms;
 	char watch_state[160];
@@ -99,6 +102,7 @@ struct HaAgent {
 	/* actions */
 	HaActionRun *action;
 	HaAction action_kind;
+	bool action_halt; /* the action is a halt (ha_action_halt) */
 	bool release_after_action;
 	uint64_t promote_from_lsn;
 	uint32_t promote_from_tl;
@@ -864,8 +868,11 @@ static void watch_cb(EtcdWatch *w, const EtcdWatchResponse *resp, void *arg)
 			 resp->cancel_reason ? resp->cancel_reason : "");
 		return;
 	}
-	if (resp->created)
+	if (resp->created) {
 		snprintf(a->watch_state, sizeof(a->watch_state), "watching");
+		a->watching = true;
+		decide_soon(a);
+	}
 	for (size_t i = 0; i < resp->n_events; i++) {
 		const EtcdEvent *e = &resp->events[i];
 
@@ -892,13 +899,16 @@ static void watch_status_cb(EtcdWatch *w, EtcdWatchStatus st, const EtcdResult *
 		snprintf(a->watch_state, sizeof(a->watch_state), "disconnected: %s",
 			 detail ? detail : "");
 		alog(a, LOG_WARNING, "etcd watch disconnected: %s", detail ? detail : "");
+		a->watching = false;
 		break;
 	case ETCD_WATCH_RECONNECTED:
 		snprintf(a->watch_state, sizeof(a->watch_state), "watching");
+		a->watching = true;
 		alog(a, LOG_INFO, "etcd watch reconnected");
 		break;
 	case ETCD_WATCH_COMPACTED:
 		snprintf(a->watch_state, sizeof(a->watch_state), "watching (resynced)");
+		a->watching = true;
 		if (snap)
 			apply_snapshot(a, snap);
 		decide_soon(a);
@@ -1051,9 +1061,11 @@ static void action_done(void *arg, bool ok, const char *detail)
 {
 	HaAgent *a = arg;
 	HaAction kind = a->action_kind;
+	bool halt = a->action_halt;
 
 	a->action = NULL;
 	a->action_kind = HA_ACT_NONE;
+	a->action_halt = false;
 	alog(a, ok ? LOG_INFO : LOG_ERROR, "%s", detail);
 	if (a->stopping)
 		return;
@@ -1081,7 +1093,10 @@ static void action_done(void *arg, bool ok, const char *detail)
 	}
 	if (a->release_after_action) {
 		a->release_after_action = false;
-		release_key(a);
+		/* a failed halt may leave a server that comes up as a primary: keep the key, the
+		 * next decision halts again */
+		if (ok || !halt)
+			release_key(a);
 	}
 	decide_soon(a);
 }
@@ -1095,6 +1110,7 @@ static void start_action(HaAgent *a, HaAction kind, HaActionRun *r)
 	}
 	a->action = r;
 	a->action_kind = kind;
+	a->action_halt = false;
 	alog(a, LOG_INFO, "starting %s", ha_action_run_name(r));
 }
 
@@ -1116,6 +1132,35 @@ static void demote_local(HaAgent *a, HaAction kind, const HaMember *leader)
 	start_action(a, kind,
 		     ha_action_demote(&a->node, has ? ci : NULL, (int)t->fence_ms,
 				      (int)(t->fence_ms + t->lease_ttl_ms), action_done, a));
+}
+
+/*
+ * A leader giving up the key while its PostgreSQL is not a running primary (restart budget
+ * spent, or fenced during a restart): a pg_ctl start in flight could still bring the server up
+ * as a primary after another member was promoted. So the start is cancelled and every process
+ * of the server is killed (ha_action_halt) before the key goes; <release> deletes the key once
+ * the halt has succeeded.
+ */
+static void halt_local(HaAgent *a, HaAction kind, bool release)
+{
+	const HaTimings *t = &a->cfg.timings;
+	int timeout = (int)(t->fence_ms > 1000 ? t->fence_ms : 1000);
+
+	set_writes(a, false);
+	if (a->action) {
+		if (a->action_kind == HA_ACT_RELEASE || a->action_kind == HA_ACT_FENCE)
+			return; /* a halt (or demote) that ends the leadership is already running */
+		alog(a, LOG_WARNING, "abandoning %s: the leader key is being given up",
+		     ha_action_run_name(a->action));
+		ha_action_cancel(a->action);
+		a->action = NULL;
+	}
+	a->release_after_action = release;
+	start_action(a, kind, ha_action_halt(&a->node, timeout, action_done, a));
+	if (a->action)
+		a->action_halt = true;
+	else
+		a->release_after_action = false;
 }
 
 static void execute(HaAgent *a, const HaDecision *d)
@@ -1146,6 +1191,8 @@ static void execute(HaAgent *a, const HaDecision *d)
 		a->local.lease.lost = false;
 		if (self->state == HA_PG_RUNNING && !self->in_recovery)
 			demote_local(a, HA_ACT_FENCE, d->target_member);
+		else if (a->action && a->action_kind == HA_ACT_RESTART)
+			halt_local(a, HA_ACT_FENCE, false); /* it would come up as a primary */
 		else
 			set_writes(a, false);
 		return;
@@ -1155,9 +1202,13 @@ static void execute(HaAgent *a, const HaDecision *d)
 		if (self->state == HA_PG_RUNNING && !self->in_recovery) {
 			a->release_after_action = true;
 			demote_local(a, HA_ACT_RELEASE, d->target_member);
-		} else {
+		} else if (self->state == HA_PG_RUNNING && !a->action) {
+			/* a replica (failed promotion): nothing can come up as a primary */
 			set_writes(a, false);
 			release_key(a);
+		} else {
+			/* down, starting or restarting: make sure it stays down, then release */
+			halt_local(a, HA_ACT_RELEASE, true);
 		}
 		return;
 	case HA_ACT_DEMOTE:
@@ -1254,6 +1305,80 @@ static void log_decision(HaAgent *a, const HaDecision *d)
 	}
 }
 
+bool ha_action_is_passive(HaAction action)
+{
+	switch (action) {
+	case HA_ACT_NONE:
+	case HA_ACT_FOLLOW:
+	case HA_ACT_PROBE:
+	case HA_ACT_WAIT:
+	case HA_ACT_WAIT_NOT_ELIGIBLE:
+	case HA_ACT_WAIT_PRIMARY_ALIVE:
+	case HA_ACT_WAIT_MAINTENANCE:
+	case HA_ACT_WAIT_FAILOVER:
+		return true;
+	default:
+		return false;
+	}
+}
+
+bool ha_agent_ready(const HaAgentReadiness *r, char *why, size_t len)
+{
+	const char *missing[4];
+	int n = 0;
+	size_t used = 0;
+
+	if (!r->lease_id)
+		missing[n++] = "the lease";
+	if (!r->have_snapshot)
+		missing[n++] = "a full read of the keys";
+	else if (!r->watching)
+		missing[n++] = "the etcd watch";
+	if (!r->have_local)
+		missing[n++] = "a probe of the local PostgreSQL";
+	if (n == 0)
+		return true;
+	if (why && len) {
+		why[0] = '\0';
+		for (int i = 0; i < n && used < len; i++) {
+			snprintf(why + used, len - used, "%s%s", i == 0 ? "" : i == n - 1 ? " and " : ", ",
+				 missing[i]);
+			used = strlen(why);
+		}
+	}
+	return false;
+}
+
+/*
+ * The bootstrap gate: before the agent has its lease and a complete first read of the keys
+ * (range + watch), a decision that acts (demote, race, promote, start, ...) becomes WAIT. The
+ * rules would otherwise act on a view that may not show the leader yet, or demote the only
+ * primary before it can take the key (it could then never be elected: no status). Latched:
+ * once ready, a lost lease or watch is the rules' business (fence, re-read).
+ */
+static void gate(HaAgent *a, HaDecision *d)
+{
+	HaAgentReadiness r = {a->have_snapshot, a->watching, a->have_local, a->lease_id};
+	char why[200];
+
+	if (a->ready)
+		return;
+	if (ha_agent_ready(&r, why, sizeof(why))) {
+		a->ready = true;
+		alog(a, LOG_INFO, "ready to act: lease %" PRId64 ", keys read at revision %" PRId64
+		     " and watched", a->lease_id, a->keys.revision);
+		return;
+	}
+	if (ha_action_is_passive(d->action))
+		return;
+	snprintf(d->reason, sizeof(d->reason), "waiting for %s before acting (the rules say %s)",
+		 why, ha_action_name(d->action));
+	d->action = HA_ACT_WAIT;
+	d->renew_due = false;
+	d->clear_failover = false;
+	d->delay_ms = 0;
+}
+
 static void arm(struct event *ev, int64_t ms)
 {
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -1283,9 +1408,7 @@ static void decide(HaAgent *a)
 	a->dec = d;
 	a->have_dec = true;
 	if (is_agent(a)) {
-		/* a non-agent follower, or an agent waiting for its first probe, does not act */
-		if (!a->have_local && d.action != HA_ACT_NONE)
-			d.action = HA_ACT_WAIT;
+		gate(a, &d);
 		if (a->releasing && d.action == HA_ACT_TAKEOVER) {
 			/* fenced or releasing: the key on my lease is on its way out, not mine */
 			d.action = HA_ACT_WAIT;
@@ -1305,6 +1428,7 @@ static void decide(HaAgent *a)
 			arm(a->tick, a->cfg.timings.renew_ms);
 			return;
 		}
+		a->dec = d;
 		log_decision(a, &d);
 		if (d.renew_due && d.action != HA_ACT_FENCE && d.action != HA_ACT_RELEASE)
 			renew(a);
@@ -1525,8 +1649,11 @@ void ha_agent_free(HaAgent *a)
 		etcd_watch_stop(a->watch);
 	if (a->etcd)
 		etcd_client_free(a->etcd);
-	if (a->action)
+	if (a->action) {
+		/* a server being started must have its postmaster.pid when pgpilot is gone */
+		ha_action_settle(a->action, SETTLE_MS);
 		ha_action_cancel(a->action);
+	}
 	if (a->local_task)
 		ha_pg_cancel(a->local_task);
 	for (int i = 0; i < HA_MAX_MEMBERS; i++)

@@ -77,4 +77,23 @@ const HaDecision *ha_agent_last_decision(const HaAgent *a);
 /* Does this node hold the leader key (agent mode)? */
 bool ha_agent_is_leader(const HaAgent *a);
 
+/* What the agent knows before it may act on its node (bootstrap gate). */
+typedef struct HaAgentReadiness {
+	bool have_snapshot; /* a full read of the prefix arrived */
+	bool watching;      /* the watch from that read's revision is established */
+	bool have_local;    /* the local PostgreSQL has been probed */
+	int64_t lease_id;   /* my lease; 0 = not granted yet */
+} HaAgentReadiness;
+
+/*
+ * Has an agent everything it needs to act: its lease and a complete first read of the keys
+ * (range + watch)? Without them a decision would be taken on a view that may miss the leader
+ * key or on a node that cannot race, e.g. demote the only primary before the lease exists.
+ * Returns true, or false with what is missing in <why> (may be NULL).
+ */
+bool ha_agent_ready(const HaAgentReadiness *r, char *why, size_t len);
+/* Passive decisions (NONE, FOLLOW, PROBE and the WAITs) never touch the local node or the
+ * leader key and may run before the agent is ready. */
+bool ha_action_is_passive(HaAction action);
+
 #endif

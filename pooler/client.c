@@ -34,11 +34,13 @@
 static SbufAction client_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const uint8_t *pkt,
 				   uint32_t avail);
 static void client_close_cb(Sbuf *sb, const char *reason);
+static void client_release_cb(Sbuf *sb);
 
 static const SbufOps client_startup_ops = {
 	.on_packet = client_packet_cb,
 	.on_close = client_close_cb,
 	.on_flushed = NULL,
+	.on_release = client_release_cb,
 	.startup_framing = true,
 };
 
@@ -135,6 +137,14 @@ static void client_close_cb(Sbuf *sb, const char *reason)
 		disconnect_client(c, NULL, "client disconnected during login: %s", reason);
 	else
 		disconnect_client(c, NULL, "client unexpected eof: %s", reason);
+}
+
+/* The socket is closed for good: drop the client's prepared statements. */
+static void client_release_cb(Sbuf *sb)
+{
+	Client *c = (Client *)sb;
+
+	ps_client_clear(&c->ps);
 }
 
 /* --- startup phase --- */
@@ -657,6 +667,221 @@ static inline void client_count_request(Client *c, uint8_t type)
 	c->active_time = now;
 }
 
+/* --- named prepared statements on a pooled link (see prepared.h) ---
+ *
+ * Every message sent on the link gets an entry in the server's reply FIFO. A Parse, Bind or
+ * Describe that names a client statement is rewritten to the statement's server name and sent
+ * through the server's output queue (after the bytes scanned before it were flushed, so the
+ * order holds), preceded by a Parse if the server lacks the statement. A Parse of a statement
+ * the server holds, and a Close of a client statement, are answered by the pooler when their
+ * turn comes in the reply stream; the statement stays on the server.
+ */
+
+static bool client_ps_push(Client *c, PsReplyKind kind, PsReplyAction act, PsStmt *st)
+{
+	if (ps_queue_push(c->link->ps, kind, act, st))
+		return true;
+	disconnect_client(c, "53200", "out of memory");
+	return false;
+}
+
+/* Pass a message on untouched, with its FIFO entry. */
+static SbufAction client_ps_forward(Client *c, uint8_t type, PsReplyKind kind)
+{
+	if (!client_ps_push(c, kind, PS_ACT_FORWARD, NULL))
+		return SB_CLOSED;
+	client_count_request(c, type);
+	return SB_FORWARD;
+}
+
+/* Send rebuilt bytes to the linked server. On failure the client or the server is closed: the
+ * result says which action the handler returns. */
+static SbufAction client_ps_send(Client *c, PktBuf *pb)
+{
+	Server *s = c->link;
+
+	if (pb->failed) {
+		pktbuf_cleanup(pb);
+		disconnect_client(c, "53200", "out of memory");
+		return SB_CLOSED;
+	}
+	if (!sbuf_send(&s->sbuf, pb->buf, pb->len)) {
+		pktbuf_cleanup(pb);
+		disconnect_server(s, "could not send to server");
+		return c->state == CL_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+	}
+	pktbuf_cleanup(pb);
+	return SB_CONSUMED;
+}
+
+/* Before a Bind or Describe uses <st>: add a Parse to <pb> if the server lacks it (its
+ * ParseComplete is swallowed). False on out of memory. */
+static bool client_ps_ensure(Client *c, PsStmt *st, PktBuf *pb)
+{
+	PsServer *ps = c->link->ps;
+
+	if (ps_server_has(ps, st)) {
+		ps_server_touch(ps, st);
+		return true;
+	}
+	ps_build_parse(pb, st);
+	return ps_server_add(ps, st) && ps_queue_push(ps, PS_RQ_PARSE, PS_ACT_SWALLOW, st);
+}
+
+/* A buffer for a rebuilt message: on the stack when it is small. */
+static void client_ps_buf(PktBuf *pb, uint8_t *tmp, size_t tmplen, size_t need)
+{
+	if (need <= tmplen)
+		pktbuf_init_fixed(pb, tmp, tmplen);
+	else
+		pktbuf_init(pb, need);
+}
+
+static SbufAction client_ps_parse(Client *c, uint32_t total, const uint8_t *pkt, uint32_t avail)
+{
+	Server *s = c->link;
+	PsParseMsg m;
+	PsStmt *st;
+	uint8_t tmp[1024];
+	PktBuf pb;
+	bool have;
+
+	if (avail < 6)
+		return SB_NEED_FULL;
+	if (pkt[5] == 0)
+		return client_ps_forward(c, 'P', PS_RQ_PARSE); /* the unnamed statement */
+	if (avail < total)
+		return SB_NEED_FULL;
+	if (sbuf_has_unflushed(&c->sbuf))
+		return SB_FLUSH_RETRY;
+	if (ps_read_parse(pkt, total, &m) != PS_READ_OK)
+		return client_ps_forward(c, 'P', PS_RQ_PARSE); /* the server will say what is wrong */
+	st = ps_stmt_intern(m.body, m.body_len);
+	if (!st || !ps_client_set(&c->ps, m.name, st)) {
+		ps_stmt_unref(st);
+		disconnect_client(c, "53200", "out of memory");
+		return SB_CLOSED;
+	}
+	client_count_request(c, 'P');
+	have = ps_server_has(s->ps, st);
+	if (have) {
+		/* the server has it already: answer ParseComplete in its turn */
+		ps_server_touch(s->ps, st);
+		ps_stmt_unref(st);
+		if (!client_ps_push(c, PS_RQ_PARSE, PS_ACT_SYNTH, NULL))
+			return SB_CLOSED;
+		return server_ps_emit(s) ? SB_CONSUMED : SB_CLOSED;
+	}
+	client_ps_buf(&pb, tmp, sizeof(tmp), st->body_len + PS_SERVER_NAME_LEN + 8);
+	ps_build_parse(&pb, st);
+	if (!ps_server_add(s->ps, st) || !ps_queue_push(s->ps, PS_RQ_PARSE, PS_ACT_FORWARD, st)) {
+		ps_stmt_unref(st);
+		pktbuf_cleanup(&pb);
+		disconnect_client(c, "53200", "out of memory");
+		return SB_CLOSED;
+	}
+	ps_stmt_unref(st);
+	return client_ps_send(c, &pb);
+}
+
+static SbufAction client_ps_bind(Client *c, uint32_t total, const uint8_t *pkt, uint32_t avail)
+{
+	const char *portal, *name;
+	uint32_t rest;
+	PsReadStatus rs = ps_read_bind(pkt, avail, &portal, &name, &rest);
+	PsStmt *st;
+	uint8_t tmp[2048];
+	PktBuf pb;
+
+	if (rs == PS_READ_INCOMPLETE && avail < total)
+		return SB_NEED_FULL;
+	if (rs != PS_READ_OK || !name[0] || !(st = ps_client_lookup(&c->ps, name)))
+		return client_ps_forward(c, 'B', PS_RQ_BIND);
+	if (avail < total)
+		return SB_NEED_FULL;
+	if (sbuf_has_unflushed(&c->sbuf))
+		return SB_FLUSH_RETRY;
+	client_count_request(c, 'B');
+	client_ps_buf(&pb, tmp, sizeof(tmp), total + st->body_len + 2 * PS_SERVER_NAME_LEN + 16);
+	if (!client_ps_ensure(c, st, &pb) || !ps_build_bind(&pb, pkt, total, st->server_name) ||
+	    !client_ps_push(c, PS_RQ_BIND, PS_ACT_FORWARD, NULL)) {
+		pktbuf_cleanup(&pb);
+		if (c->state != CL_JUSTFREE)
+			disconnect_client(c, "53200", "out of memory");
+		return SB_CLOSED;
+	}
+	return client_ps_send(c, &pb);
+}
+
+/* Describe or Close. */
+static SbufAction client_ps_target(Client *c, uint8_t type, uint32_t total, const uint8_t *pkt,
+				   uint32_t avail)
+{
+	PsReplyKind kind = type == 'D' ? PS_RQ_DESCRIBE : PS_RQ_CLOSE;
+	const char *name;
+	uint8_t what;
+	PsStmt *st;
+	uint8_t tmp[1024];
+	PktBuf pb;
+
+	if (avail < total)
+		return SB_NEED_FULL;
+	if (ps_read_target(pkt, total, &what, &name) != PS_READ_OK || what != 'S' || !name[0] ||
+	    !(st = ps_client_lookup(&c->ps, name)))
+		return client_ps_forward(c, type, kind);
+	if (type == 'C') {
+		/* the statement stays on the server for whoever parses it next */
+		ps_client_remove(&c->ps, name);
+		client_count_request(c, type);
+		if (!client_ps_push(c, PS_RQ_CLOSE, PS_ACT_SYNTH, NULL))
+			return SB_CLOSED;
+		return server_ps_emit(c->link) ? SB_CONSUMED : SB_CLOSED;
+	}
+	if (sbuf_has_unflushed(&c->sbuf))
+		return SB_FLUSH_RETRY;
+	client_count_request(c, type);
+	client_ps_buf(&pb, tmp, sizeof(tmp), st->body_len + 2 * PS_SERVER_NAME_LEN + 16);
+	if (!client_ps_ensure(c, st, &pb) ||
+	    !client_ps_push(c, PS_RQ_DESCRIBE, PS_ACT_FORWARD, NULL)) {
+		pktbuf_cleanup(&pb);
+		if (c->state != CL_JUSTFREE)
+			disconnect_client(c, "53200", "out of memory");
+		return SB_CLOSED;
+	}
+	ps_build_target(&pb, 'D', 'S', st->server_name);
+	return client_ps_send(c, &pb);
+}
+
+/* A message on a link that tracks prepared statements. */
+static SbufAction client_ps_packet(Client *c, uint8_t type, uint32_t total, const uint8_t *pkt,
+				   uint32_t avail)
+{
+	/* after an error the server ignores everything up to Sync: pass it untouched */
+	if (c->link->ps->skipping && type != 'S') {
+		client_count_request(c, type);
+		return SB_FORWARD;
+	}
+	switch (type) {
+	case 'P':
+		return client_ps_parse(c, total, pkt, avail);
+	case 'B':
+		return client_ps_bind(c, total, pkt, avail);
+	case 'D':
+	case 'C':
+		return client_ps_target(c, type, total, pkt, avail);
+	case 'E':
+		return client_ps_forward(c, type, PS_RQ_EXECUTE);
+	case 'S':
+		return client_ps_forward(c, type, PS_RQ_SYNC);
+	case 'Q':
+	case 'F':
+		return client_ps_forward(c, type, PS_RQ_QUERY);
+	default:
+		client_count_request(c, type);
+		return SB_FORWARD;
+	}
+}
+
 static SbufAction client_handle_admin(Client *c, uint8_t type, uint32_t total, const uint8_t *pkt,
 				      uint32_t avail)
 {
@@ -726,6 +951,8 @@ static SbufAction client_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 		if (!pool_assign_server(c))
 			return c->state == CL_JUSTFREE ? SB_CLOSED : SB_PAUSE;
 	}
+	if (c->link->ps_on)
+		return client_ps_packet(c, type, total, pkt, avail);
 	client_count_request(c, type);
 	return SB_FORWARD;
 }
@@ -736,6 +963,8 @@ void client_server_lost(Client *c, Server *s, const char *reason)
 	bool mid_message = s->sbuf.pkt_remain || (s->sbuf.buf && s->sbuf.buf->done < s->sbuf.buf->scan);
 	int mode = pool_effective_mode(c->pool);
 
+	/* bytes scanned for the dead server must not reach the next one */
+	sbuf_drop_unflushed(&c->sbuf);
 	sbuf_unlink(&c->sbuf);
 	if (mode == POOL_SESSION || mid_message) {
 		disconnect_client(c, "08006", "server connection crashed: %s", reason);

@@ -200,6 +200,8 @@ const ConfigOption config_options[] = {
     {"pkt_buf", OPT_INT, CF(pkt_buf), false, "4096", .min = 512, .max = 1 << 24},
     {"max_packet_size", OPT_INT, CF(max_packet_size), true, "2147483647", .min = 1024,
      .max = INT_MAX},
+    {"max_prepared_statements", OPT_INT, CF(max_prepared_statements), true, "200",
+     .max = INT_MAX},
     {"listen_backlog", OPT_INT, CF(listen_backlog), false, "128", .min = 1, .max = INT_MAX},
     {"verbose", OPT_INT, CF(verbose), true, "0", .max = 3},
     {"server_tls_sslmode", OPT_STRING, CF(server_tls_sslmode), true, "disable",

@@ -133,6 +133,7 @@ typedef struct Config {
 	int tcp_keepcnt;
 	int pkt_buf;
 	int max_packet_size;
+	int max_prepared_statements; /* per server, transaction/statement mode; 0 = off */
 	int listen_backlog;
 	int verbose;
 	char *server_tls_sslmode; /* only "disable" until TLS lands */

@@ -11,6 +11,7 @@
 
 #include "pooler/config.h"
 #include "pooler/list.h"
+#include "pooler/prepared.h"
 #include "pooler/sbuf.h"
 #include "pooler/varcache.h"
 #include "protocol/scram.h"
@@ -87,6 +88,7 @@ typedef struct Client {
 	usec_t query_start;	 /* when the current query was sent */
 	usec_t active_time;	 /* last request, for client_idle_timeout */
 	VarCache vars;		 /* tracked parameters the client expects */
+	PsClientMap ps;		 /* its named prepared statements (transaction/statement mode) */
 } Client;
 
 typedef struct Server {
@@ -115,6 +117,8 @@ typedef struct Server {
 	char *fatal_msg;	/* a FATAL error it sent before closing, for its client */
 	char member[64];	/* cluster= databases: the member it is connected to */
 	VarCache vars;		/* the server's current parameter values */
+	PsServer *ps;		/* prepared statements it holds, replies its link owes */
+	bool ps_on;		/* this link rewrites named prepared statements */
 } Server;
 
 struct Database {

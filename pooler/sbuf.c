@@ -156,6 +156,8 @@ void sbuf_close(Sbuf *sb)
 	if (sb->closed)
 		return;
 	sb->closed = true;
+	if (sb->ops && sb->ops->on_release)
+		sb->ops->on_release(sb);
 	if (sb->ev_set)
 		event_del(&sb->ev);
 	sb->ev_set = false;
@@ -204,6 +206,16 @@ void sbuf_unlink(Sbuf *a)
 		a->flush_blocked = false;
 		sbuf_update_events(a);
 	}
+}
+
+void sbuf_drop_unflushed(Sbuf *sb)
+{
+	if (sb->buf)
+		sb->buf->done = sb->buf->scan;
+	sb->pkt_drop += sb->pkt_remain;
+	sb->pkt_remain = 0;
+	sb->stop_pending = false;
+	sb->notify_flushed = false;
 }
 
 void sbuf_pause_reading(Sbuf *sb)
@@ -365,7 +377,7 @@ static bool sbuf_process(Sbuf *sb)
 	sb->in_process = true;
 	while (again && !sb->closed && sb->buf) {
 		IoBuf *b = sb->buf;
-		bool stop = false;
+		bool stop = false, retry = false;
 
 		again = false;
 		while (!stop && b->scan < b->wpos && !sb->paused) {
@@ -439,14 +451,34 @@ static bool sbuf_process(Sbuf *sb)
 				sb->paused = true;
 				stop = true;
 				break;
+			case SB_FLUSH_RETRY:
+				stop = retry = true;
+				break;
 			case SB_CLOSED:
 				break;
 			}
 		}
-		if (b->done < b->scan && !sbuf_flush(sb))
-			break; /* blocked on the peer, or the peer died */
+		if (b->done < b->scan && !sbuf_flush(sb)) {
+			if (sb->closed || sb->flush_blocked)
+				break; /* blocked on the peer */
+			/* the peer died: its owner dealt with what was meant for it; go on with the
+			 * rest of the input, which must not wait for more bytes that may never come */
+			again = true;
+			continue;
+		}
 		if (sb->closed)
 			break;
+		if (retry)
+			again = true;
+		b = sb->buf;
+		if (sb->notify_flushed && !sbuf_has_unflushed(sb) && !sb->stop_pending) {
+			sb->notify_flushed = false;
+			if (sb->ops->on_flushed)
+				sb->ops->on_flushed(sb);
+			if (sb->closed)
+				break;
+			again = true;
+		}
 		b = sb->buf;
 		if (sb->stop_pending) {
 			sb->stop_pending = false;

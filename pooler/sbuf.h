@@ -40,6 +40,9 @@ typedef enum SbufAction {
 	SB_NEED_FULL,	 /* call again when the whole message is in the buffer */
 	SB_PAUSE,	 /* stop scanning; the owner resumes with sbuf_continue() */
 	SB_CLOSED,	 /* the handler closed the connection: touch nothing */
+	SB_FLUSH_RETRY,	 /* send what was scanned before this message to the peer, then call the
+			  * handler again for it (so that bytes the handler queues with sbuf_send()
+			  * land after them); only valid while sbuf_has_unflushed() */
 } SbufAction;
 
 struct Sbuf;
@@ -50,13 +53,17 @@ typedef SbufAction (*SbufPacketFunc)(struct Sbuf *sb, uint8_t type, uint32_t tot
 				     const uint8_t *pkt, uint32_t avail);
 /* Called once when a socket reads EOF or fails; the owner closes it. */
 typedef void (*SbufCloseFunc)(struct Sbuf *sb, const char *reason);
-/* Called when data up to an SB_FORWARD_STOP message has been sent to the peer. */
+/* Called when data up to an SB_FORWARD_STOP message has been sent to the peer, and when
+ * everything scanned was sent after the owner set notify_flushed. */
 typedef void (*SbufFlushedFunc)(struct Sbuf *sb);
+/* Called once by sbuf_close(): the owner releases what it attached to the connection. */
+typedef void (*SbufReleaseFunc)(struct Sbuf *sb);
 
 typedef struct SbufOps {
 	SbufPacketFunc on_packet;
 	SbufCloseFunc on_close;
 	SbufFlushedFunc on_flushed;
+	SbufReleaseFunc on_release; /* may be NULL */
 	bool startup_framing; /* messages have no type byte (first packet of a client) */
 } SbufOps;
 
@@ -83,6 +90,7 @@ typedef struct Sbuf {
 	bool reading_paused;	/* owner stopped reading (sbuf_pause_reading) */
 	bool startup;		/* startup framing for the next message */
 	bool in_process;	/* reentrancy guard */
+	bool notify_flushed;	/* call on_flushed once everything scanned has been sent */
 	void (*on_connected)(struct Sbuf *sb);
 	uint64_t *bytes_in;	/* counters to add received bytes to, or NULL */
 } Sbuf;
@@ -116,6 +124,14 @@ static inline bool sbuf_has_input(const Sbuf *sb)
 {
 	return sb->buf && sb->buf->scan < sb->buf->wpos;
 }
+/* Scanned bytes not yet sent to the peer (or a message being passed through)? */
+static inline bool sbuf_has_unflushed(const Sbuf *sb)
+{
+	return sb->pkt_remain || (sb->buf && sb->buf->done < sb->buf->scan);
+}
+/* The peer these bytes were meant for is gone: forget scanned bytes not yet sent, and the rest
+ * of a message being passed through (it is discarded as it arrives). */
+void sbuf_drop_unflushed(Sbuf *sb);
 /* Stop or restart reading a socket (PAUSE of a client, for instance). */
 void sbuf_pause_reading(Sbuf *sb);
 void sbuf_resume_reading(Sbuf *sb);

@@ -31,11 +31,13 @@ static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 				   uint32_t avail);
 static void server_close_cb(Sbuf *sb, const char *reason);
 static void server_flushed_cb(Sbuf *sb);
+static void server_release_cb(Sbuf *sb);
 
 static const SbufOps server_ops = {
 	.on_packet = server_packet_cb,
 	.on_close = server_close_cb,
 	.on_flushed = server_flushed_cb,
+	.on_release = server_release_cb,
 	.startup_framing = false,
 };
 
@@ -636,10 +638,57 @@ static bool server_send_own_query(Server *s, const char *sql)
 	return true;
 }
 
+/* Close the least recently used statements above max_prepared_statements, with one Sync whose
+ * replies are swallowed like our own queries'. Done when a link starts, so no portal of the
+ * client can depend on them. */
+static void server_ps_evict(Server *s)
+{
+	PsServer *ps = s->ps;
+	PktBuf pb;
+	uint32_t max = (uint32_t)cfg->max_prepared_statements;
+
+	if (ps->count <= max)
+		return;
+	pktbuf_init(&pb, 64 * (ps->count - max) + 16);
+	while (ps->count > max) {
+		PsStmt *st = ps_server_lru(ps);
+
+		ps_build_target(&pb, 'C', 'S', st->server_name);
+		ps_server_remove(ps, st);
+	}
+	pktbuf_start(&pb, 'S');
+	pktbuf_finish(&pb);
+	if (pb.failed || !sbuf_send(&s->sbuf, pb.buf, pb.len)) {
+		pktbuf_cleanup(&pb);
+		disconnect_server(s, "could not send prepared statement eviction");
+		return;
+	}
+	pktbuf_cleanup(&pb);
+	s->skip_z++;
+}
+
+/* A link starts: prepared statements are tracked in transaction and statement mode. */
+static void server_ps_link(Server *s)
+{
+	s->ps_on = cfg->max_prepared_statements > 0 && pool_effective_mode(s->pool) != POOL_SESSION;
+	if (!s->ps_on)
+		return;
+	if (!s->ps && !(s->ps = ps_server_new())) {
+		s->ps_on = false;
+		return;
+	}
+	ps_queue_reset(s->ps);
+	server_ps_evict(s);
+}
+
 void server_sync_params(Server *s, Client *c)
 {
 	uint8_t sqlbuf[1536];
 	PktBuf sql;
+
+	server_ps_link(s);
+	if (s->state == SV_JUSTFREE)
+		return;
 
 	pktbuf_init_fixed(&sql, sqlbuf, sizeof(sqlbuf) - 1);
 	if (varcache_build_sync(&c->vars, &s->vars, &sql) == 0)
@@ -669,8 +718,16 @@ void server_start_check(Server *s)
 void server_start_reset(Server *s)
 {
 	change_server_state(s, SV_TESTED);
-	if (!server_send_own_query(s, cfg->server_reset_query))
+	if (!server_send_own_query(s, cfg->server_reset_query)) {
 		disconnect_server(s, "could not send reset query");
+		return;
+	}
+	/* whatever the reset query is, the statements we track must not outlive it unseen */
+	if (s->ps && s->ps->count) {
+		ps_server_forget_all(s->ps);
+		if (!server_send_own_query(s, "DEALLOCATE ALL"))
+			disconnect_server(s, "could not send reset query");
+	}
 }
 
 /* A reply to one of our own queries. */
@@ -710,6 +767,60 @@ static SbufAction server_handle_own_reply(Server *s, uint8_t type, uint32_t tota
 
 /* --- linked data path --- */
 
+bool server_ps_emit(Server *s)
+{
+	Client *c = s->link;
+	uint8_t type;
+
+	while (c && s->ps_on && (type = ps_queue_head_synth(s->ps)) != 0) {
+		uint8_t msg[5] = { type, 0, 0, 0, 4 };
+
+		if (sbuf_has_unflushed(&s->sbuf)) {
+			s->sbuf.notify_flushed = true;
+			return true;
+		}
+		ps_queue_pop(s->ps);
+		if (!client_send(c, msg, sizeof(msg)))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A reply on a link that tracks prepared statements: send the pooler's own answers that are
+ * due before it, account for it in the FIFO, swallow it if it answers what the pooler
+ * injected. SB_FORWARD lets server_packet_cb go on as usual.
+ */
+static SbufAction server_ps_reply(Server *s, Client *c, uint8_t type, uint32_t total,
+				  const uint8_t *pkt, uint32_t avail)
+{
+	PsVerdict v;
+
+	if (ps_queue_head_synth(s->ps)) {
+		if (sbuf_has_unflushed(&s->sbuf))
+			return SB_FLUSH_RETRY;
+		if (!server_ps_emit(s))
+			return s->state == SV_JUSTFREE ? SB_CLOSED : SB_CONSUMED;
+	}
+	if ((type == 'C' || type == 'Z') && avail < total)
+		return SB_NEED_FULL;
+	if (type == 'C' && total > 5 && ps_tag_drops_all((const char *)pkt + 5, total - 5)) {
+		/* DEALLOCATE ALL or DISCARD ALL from the client: the backend has no statement left,
+		 * and the client expects to have none either */
+		ps_server_forget_all(s->ps);
+		ps_client_clear(&c->ps);
+	}
+	v = ps_queue_reply(s->ps, type);
+	if (ps_queue_head_synth(s->ps))
+		s->sbuf.notify_flushed = true;
+	if (v == PS_V_SWALLOW) {
+		if (type == '1')
+			s->pool->stats.server_parse_count++;
+		return SB_CONSUMED;
+	}
+	return SB_FORWARD;
+}
+
 static SbufAction server_handle_ready(Server *s, Client *c, const uint8_t *pkt)
 {
 	Pool *p = s->pool;
@@ -732,7 +843,8 @@ static SbufAction server_handle_ready(Server *s, Client *c, const uint8_t *pkt)
 		c->xact_start = 0;
 	}
 	mode = pool_effective_mode(p);
-	if (mode == POOL_SESSION || c->expected_z || c->ext_open)
+	if (mode == POOL_SESSION || c->expected_z || c->ext_open ||
+	    (s->ps_on && !ps_queue_empty(s->ps)))
 		return SB_FORWARD;
 	return SB_FORWARD_STOP;
 }
@@ -760,6 +872,12 @@ static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 		if (type == 'S')
 			server_note_parameter(s, pkt, total, false);
 		return SB_CONSUMED;
+	}
+	if (s->ps_on && !ps_queue_empty(s->ps)) {
+		SbufAction act = server_ps_reply(s, c, type, total, pkt, avail);
+
+		if (act != SB_FORWARD)
+			return act;
 	}
 	switch (type) {
 	case 'Z':
@@ -803,12 +921,27 @@ static void server_flushed_cb(Sbuf *sb)
 	Server *s = (Server *)sb;
 	Client *c = s->link;
 
+	/* pooler answers waiting for the replies before them */
+	if (c && s->ps_on && ps_queue_head_synth(s->ps) && !server_ps_emit(s))
+		return;
+	c = s->link;
 	/* the ReadyForQuery that ends the transaction has reached the client */
-	if (!c || s->tx_state != 'I' || c->expected_z || c->ext_open || s->skip_z)
+	if (!c || s->tx_state != 'I' || c->expected_z || c->ext_open || s->skip_z ||
+	    (s->ps_on && !ps_queue_empty(s->ps)))
 		return;
 	pool_release_server(s);
 	if (c->state == CL_ACTIVE && sbuf_has_input(&c->sbuf))
 		sbuf_continue(&c->sbuf);
+}
+
+/* The socket is closed for good: the backend's statements went with it. */
+static void server_release_cb(Sbuf *sb)
+{
+	Server *s = (Server *)sb;
+
+	ps_server_free(s->ps);
+	s->ps = NULL;
+	s->ps_on = false;
 }
 
 static void server_close_cb(Sbuf *sb, const char *reason)

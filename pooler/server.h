@@ -11,8 +11,14 @@
 
 /* Open one more server connection for the pool (asynchronously). */
 void server_launch(Pool *pool);
-/* Queue SETs for the tracked parameters the client expects and the server differs in. */
+/* A link starts: queue SETs for the tracked parameters the client expects and the server
+ * differs in; set up prepared-statement tracking for the link (transaction and statement mode),
+ * closing the least recently used statements above max_prepared_statements. */
 void server_sync_params(Server *s, Client *c);
+/* Send the ParseComplete/CloseComplete messages the pooler answers itself that are due now
+ * (every reply before them reached the client); when earlier replies still wait to be sent, the
+ * server's sbuf calls back once they are. False if the client was closed. */
+bool server_ps_emit(Server *s);
 /* Has the server been idle longer than server_check_delay (and a check query is set)? */
 bool server_needs_check(const Server *s);
 /* Run server_check_query / server_reset_query; the server becomes idle when it answers. */
