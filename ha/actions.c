@@ -270,7 +270,7 @@ HaPidfile ha_pg_pidfile_check(const char *pg_data, pid_t *pid)
 	if (stat(pg_data, &st) != 0 || !realpath(pg_data, real))
 		return HA_PIDFILE_RUNNING; /* cannot tell: hands off */
 	return proc_matches((pid_t)v, st.st_uid, real, pg_names, true) ? HA_PIDFILE_RUNNING
-									: HA_PIDFILE_STALE;
+								       : HA_PIDFILE_STALE;
 }
 
 static void run_free(HaActionRun *r)
@@ -509,8 +509,9 @@ static void child_done(HaActionRun *r, int status)
 		if (!ok && !r->rewind_retried && strstr(out, "shut down cleanly")) {
 			/* crash-recover it as a standby without upstream, stop, rewind again */
 			static const StepKind again[] = {
-			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP, STEP_START,   STEP_STOP_FAST,
-			    STEP_REWIND,            STEP_CONF_STANDBY, STEP_CLEANUP, STEP_START};
+			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP, STEP_START,
+			    STEP_STOP_FAST,         STEP_REWIND,  STEP_CONF_STANDBY,
+			    STEP_CLEANUP,           STEP_START};
 
 			r->rewind_retried = true;
 			memcpy(r->steps, again, sizeof(again));
@@ -664,8 +665,8 @@ static void remove_stale_locks(HaActionRun *r)
 static void scan_finished(HaActionRun *r, int left)
 {
 	if (r->nkilled)
-		snprintf(r->note, sizeof(r->note), "killed %d server process%s",
-			 r->nkilled, r->nkilled == 1 ? "" : "es");
+		snprintf(r->note, sizeof(r->note), "killed %d server process%s", r->nkilled,
+			 r->nkilled == 1 ? "" : "es");
 	if (left)
 		snprintf(r->note + strlen(r->note), sizeof(r->note) - strlen(r->note),
 			 "%s%d still there after %d ms", r->note[0] ? ", " : "", left,
@@ -690,8 +691,10 @@ static void scan_round(HaActionRun *r)
 			run_next(r); /* no /proc: pg_ctl start reports what is in the way */
 			return;
 		}
-		run_finish(r, false, "%s failed in step %s: could not list the processes of "
-			   "\"%s\": %s", r->name, step_name(k), r->pg_data, strerror(errno));
+		run_finish(r, false,
+			   "%s failed in step %s: could not list the processes of "
+			   "\"%s\": %s",
+			   r->name, step_name(k), r->pg_data, strerror(errno));
 		return;
 	}
 	for (int i = 0; i < n && i < SCAN_MAX; i++)
@@ -1012,8 +1015,8 @@ HaActionRun *ha_action_rewind(const HaNode *n, const char *source, const char *c
 			      int timeout_ms, HaActionDone cb, void *arg)
 {
 	/* the clean-up first: pg_ctl stop would wait on a stale postmaster.pid */
-	static const StepKind steps[] = {STEP_CLEANUP, STEP_STOP_FAST, STEP_REWIND,
-					 STEP_CONF_STANDBY, STEP_CLEANUP, STEP_START};
+	static const StepKind steps[] = {STEP_CLEANUP,      STEP_STOP_FAST, STEP_REWIND,
+					 STEP_CONF_STANDBY, STEP_CLEANUP,   STEP_START};
 
 	return run_new("rewind", n, conninfo, source, timeout_ms, cb, arg, steps,
 		       (int)ARRAY_SIZE(steps));

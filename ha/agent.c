@@ -1341,7 +1341,10 @@ bool ha_agent_ready(const HaAgentReadiness *r, char *why, size_t len)
 	if (why && len) {
 		why[0] = '\0';
 		for (int i = 0; i < n && used < len; i++) {
-			snprintf(why + used, len - used, "%s%s", i == 0 ? "" : i == n - 1 ? " and " : ", ",
+			snprintf(why + used, len - used, "%s%s",
+				 i == 0       ? ""
+				 : i == n - 1 ? " and "
+					      : ", ",
 				 missing[i]);
 			used = strlen(why);
 		}
@@ -1365,8 +1368,10 @@ static void gate(HaAgent *a, HaDecision *d)
 		return;
 	if (ha_agent_ready(&r, why, sizeof(why))) {
 		a->ready = true;
-		alog(a, LOG_INFO, "ready to act: lease %" PRId64 ", keys read at revision %" PRId64
-		     " and watched", a->lease_id, a->keys.revision);
+		alog(a, LOG_INFO,
+		     "ready to act: lease %" PRId64 ", keys read at revision %" PRId64
+		     " and watched",
+		     a->lease_id, a->keys.revision);
 		return;
 	}
 	if (ha_action_is_passive(d->action))

@@ -852,6 +852,38 @@ static SbufAction client_ps_target(Client *c, uint8_t type, uint32_t total, cons
 	return client_ps_send(c, &pb);
 }
 
+static SbufAction client_ps_packet(Client *c, uint8_t type, uint32_t total, const uint8_t *pkt,
+				   uint32_t avail);
+
+/*
+ * The client's first named Parse: its links track prepared statements from now on. Tracking
+ * starts on this link too when nothing is in flight; otherwise the replies already owed were not
+ * counted, so this link passes the name through and the statement is remembered for the next
+ * links.
+ */
+static SbufAction client_first_named_parse(Client *c, uint32_t total, const uint8_t *pkt,
+					   uint32_t avail)
+{
+	PsParseMsg m;
+	PsStmt *st;
+
+	if (avail < total)
+		return SB_NEED_FULL;
+	c->ps_used = true;
+	if (!c->expected_z && !c->ext_open && server_ps_enable(c->link))
+		return client_ps_packet(c, 'P', total, pkt, avail);
+	if (c->state == CL_JUSTFREE || !c->link)
+		return SB_CLOSED;
+	if (ps_read_parse(pkt, total, &m) == PS_READ_OK && (st = ps_stmt_intern(m.body, m.body_len))) {
+		if (!ps_client_set(&c->ps, m.name, st))
+			slog_client(LOG_LVL_WARNING, c, "could not remember prepared statement \"%s\"",
+				    m.name);
+		ps_stmt_unref(st);
+	}
+	client_count_request(c, 'P');
+	return SB_FORWARD;
+}
+
 /* A message on a link that tracks prepared statements. */
 static SbufAction client_ps_packet(Client *c, uint8_t type, uint32_t total, const uint8_t *pkt,
 				   uint32_t avail)
@@ -953,6 +985,9 @@ static SbufAction client_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 	}
 	if (c->link->ps_on)
 		return client_ps_packet(c, type, total, pkt, avail);
+	if (unlikely(type == 'P') && avail > 5 && pkt[5] != 0 && !c->ps_used &&
+	    cfg->max_prepared_statements > 0)
+		return client_first_named_parse(c, total, pkt, avail);
 	client_count_request(c, type);
 	return SB_FORWARD;
 }

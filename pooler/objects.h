@@ -77,6 +77,7 @@ typedef struct Client {
 	bool discard_until_sync; /* swallowing an aborted extended-protocol batch */
 	bool cancel_only;	 /* a CancelRequest connection: closed without a log line */
 	bool scram_done;	 /* authenticated by SCRAM (ClientKey known) */
+	bool ps_used;		 /* has sent a named Parse: its links track prepared statements */
 	uint16_t expected_z;	 /* ReadyForQuery messages still owed to the client */
 	PgAddr addr;
 	uint32_t cancel_id;	 /* BackendKeyData we issued: pid ... */

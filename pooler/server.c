@@ -667,18 +667,32 @@ static void server_ps_evict(Server *s)
 	s->skip_z++;
 }
 
-/* A link starts: prepared statements are tracked in transaction and statement mode. */
-static void server_ps_link(Server *s)
+/*
+ * Start tracking prepared statements on the link (transaction and statement mode). Tracking
+ * costs a reply-queue entry per message, so it only runs for clients that have used a named
+ * statement (Client.ps_used); the others keep the plain forwarding path.
+ */
+bool server_ps_enable(Server *s)
 {
 	s->ps_on = cfg->max_prepared_statements > 0 && pool_effective_mode(s->pool) != POOL_SESSION;
 	if (!s->ps_on)
-		return;
+		return false;
 	if (!s->ps && !(s->ps = ps_server_new())) {
 		s->ps_on = false;
-		return;
+		return false;
 	}
 	ps_queue_reset(s->ps);
 	server_ps_evict(s);
+	return s->ps_on && s->state != SV_JUSTFREE;
+}
+
+static void server_ps_link(Server *s)
+{
+	s->ps_on = false;
+	if (s->link && s->link->ps_used)
+		(void)server_ps_enable(s);
+	else if (s->ps && pool_effective_mode(s->pool) != POOL_SESSION)
+		server_ps_evict(s); /* keep the server's statements within the limit all the same */
 }
 
 void server_sync_params(Server *s, Client *c)
@@ -878,6 +892,12 @@ static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 
 		if (act != SB_FORWARD)
 			return act;
+	} else if (unlikely(type == 'C' && !s->ps_on && s->ps && s->ps->count > 0)) {
+		/* an untracked client may still drop every statement the server holds */
+		if (avail < total)
+			return SB_NEED_FULL;
+		if (total > 5 && ps_tag_drops_all((const char *)pkt + 5, total - 5))
+			ps_server_forget_all(s->ps);
 	}
 	switch (type) {
 	case 'Z':

@@ -27,4 +27,8 @@ void server_start_reset(Server *s);
 /* Send a CancelRequest for the server's backend on a new connection. */
 void server_send_cancel(const Server *s);
 
+/* Track prepared statements on the server's current link from now on (nothing may be in
+ * flight); false when tracking does not apply (session mode, max_prepared_statements = 0). */
+bool server_ps_enable(Server *s);
+
 #endif

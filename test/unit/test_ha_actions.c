@@ -294,6 +294,83 @@ static void run_halt(const char *pg_data, Outcome *o)
 	assert_true(o->done);
 }
 
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* A restart whose pg_ctl cannot even run: only the clean-up before it does something. */
+static void run_restart(Outcome *o)
+{
+	struct event_base *base = event_base_new();
+	HaNode n = {base, "", data, "/nonexistent"};
+
+	assert_non_null(base);
+	memset(o, 0, sizeof(*o));
+	o->base = base;
+	assert_non_null(ha_action_start(&n, false, NULL, 3000, halt_done, o));
+	event_base_dispatch(base);
+	event_base_free(base);
+	assert_true(o->done);
+	assert_false(o->ok);
+	assert_non_null(strstr(o->detail, "restart failed in step start"));
+}
+
+static void test_start_cleanup(void **state)
+{
+	char sockdir[400], lock[500], text[1200], pidfile[400];
+	pid_t pm = spawn_in(data, fake, "postgres"), orphan = spawn_in(data, fake, "postgres");
+	pid_t live;
+	int status;
+	Outcome o;
+
+	snprintf(sockdir, sizeof(sockdir), "%s/sock", tmp);
+	snprintf(lock, sizeof(lock), "%s/.s.PGSQL.5432.lock", sockdir);
+	snprintf(pidfile, sizeof(pidfile), "%s/postmaster.pid", data);
+	assert_int_equal(mkdir(sockdir, 0700), 0);
+	wait_proc(pm, "postgres");
+	wait_proc(orphan, "postgres");
+	/* the postmaster died and is a zombie nobody reaped; a backend of it lives on */
+	kill(pm, SIGKILL);
+	wait_proc(pm, NULL);
+	snprintf(text, sizeof(text),
+		 "%d\n%s\n1700000000\n5432\n%s\n127.0.0.1\n  5432001  1\nready\n", (int)pm, data,
+		 sockdir);
+	write_pidfile(text);
+	snprintf(text, sizeof(text), "%d\n%s\n1700000000\n5432\n", (int)pm, data);
+	write_file(lock, text);
+	run_restart(&o);
+	assert_int_equal(waitpid(orphan, &status, 0), orphan);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	assert_int_equal(ha_pg_pidfile_check(data, NULL), HA_PIDFILE_NONE);
+	assert_int_equal(access(lock, F_OK), -1);
+	assert_int_equal(waitpid(pm, NULL, 0), pm);
+
+	/* a socket lock file of another server is not ours to remove */
+	snprintf(text, sizeof(text), "%d\n%s\n1700000000\n5432\n%s\n", (int)pm, data, sockdir);
+	write_pidfile(text);
+	write_file(lock, "1\n/elsewhere\n");
+	run_restart(&o);
+	assert_int_equal(access(pidfile, F_OK), -1);
+	assert_int_equal(access(lock, F_OK), 0);
+	unlink(lock);
+
+	/* a live postmaster is no orphan: nothing is killed, nothing removed */
+	live = spawn_in(data, fake, "postgres");
+	wait_proc(live, "postgres");
+	write_pid(live);
+	run_restart(&o);
+	assert_int_equal(waitpid(live, &status, WNOHANG), 0);
+	assert_int_equal(ha_pg_pidfile_check(data, NULL), HA_PIDFILE_RUNNING);
+	reap(live);
+	remove_pidfile();
+	rmdir(sockdir);
+}
+
 static void test_halt(void **state)
 {
 	pid_t pm = spawn_in(data, fake, "postgres"), kid = spawn_in(data, fake, "postgres");
@@ -337,6 +414,7 @@ int main(void)
 	    cmocka_unit_test(test_pidfile_live_server),
 	    cmocka_unit_test(test_pidfile_pid_reused),
 	    cmocka_unit_test(test_proc_find),
+	    cmocka_unit_test(test_start_cleanup),
 	    cmocka_unit_test(test_halt),
 	};
 

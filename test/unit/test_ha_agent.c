@@ -60,8 +60,8 @@ static void test_not_ready_several_missing(void **state)
 
 	assert_false(ha_agent_ready(&r, why, sizeof(why)));
 	/* no read yet: the watch is not listed separately (it starts from the read) */
-	assert_string_equal(why,
-			    "the lease, a full read of the keys and a probe of the local PostgreSQL");
+	assert_string_equal(
+	    why, "the lease, a full read of the keys and a probe of the local PostgreSQL");
 	r.have_snapshot = true;
 	r.have_local = true;
 	assert_false(ha_agent_ready(&r, why, sizeof(why)));
@@ -82,10 +82,10 @@ static void test_passive_actions(void **state)
 					   HA_ACT_WAIT_PRIMARY_ALIVE,
 					   HA_ACT_WAIT_MAINTENANCE,
 					   HA_ACT_WAIT_FAILOVER};
-	static const HaAction acting[] = {
-	    HA_ACT_CONTINUE,      HA_ACT_FENCE,   HA_ACT_RELEASE, HA_ACT_RESTART,
-	    HA_ACT_PROMOTE,       HA_ACT_TAKEOVER, HA_ACT_REPOINT, HA_ACT_START_REPLICA,
-	    HA_ACT_DEMOTE,        HA_ACT_REWIND,  HA_ACT_RACE};
+	static const HaAction acting[] = {HA_ACT_CONTINUE, HA_ACT_FENCE,         HA_ACT_RELEASE,
+					  HA_ACT_RESTART,  HA_ACT_PROMOTE,       HA_ACT_TAKEOVER,
+					  HA_ACT_REPOINT,  HA_ACT_START_REPLICA, HA_ACT_DEMOTE,
+					  HA_ACT_REWIND,   HA_ACT_RACE};
 
 	for (size_t i = 0; i < ARRAY_SIZE(passive); i++)
 		assert_true(ha_action_is_passive(passive[i]));
