@@ -947,8 +947,13 @@ class Writer(threading.Thread):
             try:
                 row = self.conn.execute(self.INSERT, (self.wname, self.seq, self.pad)).fetchone()
                 self.acks.append((self.seq, sent, time.time(), row[0], row[1], row[2]))
-            except psycopg.Error as e:
-                self.errors.append((sent, time.time(), getattr(e, "sqlstate", None), str(e)))
+            except Exception as e:  # noqa: BLE001 - a driver-level surprise is a failure too
+                self.errors.append((sent, time.time(), getattr(e, "sqlstate", None),
+                                    f"{type(e).__name__}: {e}"))
+                if not isinstance(e, psycopg.Error):
+                    # psycopg itself choked on the reply stream: the pooler broke the protocol
+                    self.lost_connection = f"protocol error: {type(e).__name__}: {e}"
+                    return
                 if self.conn.closed or self.conn.broken:
                     if not self.reconnect or self.stopping.is_set():
                         self.lost_connection = str(e)
