@@ -13,6 +13,7 @@
 #include "pooler/pool.h"
 #include "pooler/server.h"
 #include "protocol/packet.h"
+#include "protocol/random.h"
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -121,7 +122,7 @@ void client_accept(int fd, const PgAddr *addr)
 	}
 	c->sbuf.max_packet = STARTUP_MAX_LEN;
 	cancel_register(c);
-	if (RAND_bytes((uint8_t *)&c->cancel_key, sizeof(c->cancel_key)) != 1)
+	if (!random_bytes(&c->cancel_key, sizeof(c->cancel_key)))
 		c->cancel_key = (uint32_t)random();
 	n_clients_total++;
 	change_client_state(c, CL_LOGIN);
@@ -301,7 +302,7 @@ static void client_start_auth(Client *c)
 	if (method == AUTH_PLAIN) {
 		client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
 	} else if (method == AUTH_MD5) {
-		if (RAND_bytes(lg->md5_salt, 4) != 1) {
+		if (!random_bytes(lg->md5_salt, 4)) {
 			disconnect_client(c, "58000", "could not generate random salt");
 			return;
 		}

@@ -52,19 +52,24 @@ const char *secret_kind_name(SecretKind kind)
 static bool md5_hex2(const void *a, size_t alen, const void *b, size_t blen, char *out)
 {
 	static const char hex[] = "0123456789abcdef";
+	/*
+	 * The algorithm is fetched once and the context reused: with OpenSSL 3 an implicit fetch
+	 * per digest (EVP_md5() in EVP_DigestInit_ex) costs more than the digest itself, and a
+	 * login computes two or three of them. Single-threaded, so one context serves.
+	 */
+	static EVP_MD *md5_md;
+	static EVP_MD_CTX *ctx;
 	uint8_t digest[EVP_MAX_MD_SIZE];
 	unsigned int dlen = 0;
-	EVP_MD_CTX *ctx;
 	bool ok;
 
-	ctx = EVP_MD_CTX_new();
-	if (!ctx)
+	if (!md5_md && !(md5_md = EVP_MD_fetch(NULL, "MD5", NULL)))
+		return false; /* MD5 can be missing (FIPS provider) */
+	if (!ctx && !(ctx = EVP_MD_CTX_new()))
 		return false;
-	/* MD5 can be missing (FIPS provider): then every step fails and so do we */
-	ok = EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1 && EVP_DigestUpdate(ctx, a, alen) == 1 &&
+	ok = EVP_DigestInit_ex2(ctx, md5_md, NULL) == 1 && EVP_DigestUpdate(ctx, a, alen) == 1 &&
 	     EVP_DigestUpdate(ctx, b, blen) == 1 && EVP_DigestFinal_ex(ctx, digest, &dlen) == 1 &&
 	     dlen == MD5_HEX_LEN / 2;
-	EVP_MD_CTX_free(ctx);
 	if (!ok)
 		return false;
 	memcpy(out, "md5", 3);
