@@ -218,11 +218,30 @@ static void leader_changed(HaAgent *a, const char *old)
 	a->local.probes_done_ms = 0;
 }
 
+static void peer_probe_cb(void *arg, const HaHealth *h);
+
+/* Probe one member now, unless an election probe of it is already running. */
+static void probe_member_now(HaAgent *a, Slot *s)
+{
+	if (!a->cfg.pg_conn || !s->pub.host[0] || (is_agent(a) && strcmp(s->pub.name, me(a)) == 0))
+		return;
+	if (s->task) {
+		if (s->election)
+			return;
+		ha_pg_cancel(s->task);
+		s->task = NULL;
+	}
+	s->task = ha_health_probe(a->base, a->cfg.pg_conn, s->pub.host, s->pub.port, false,
+				  (int)(a->cfg.timings.probe_ms > 1000 ? a->cfg.timings.probe_ms : 1000),
+				  peer_probe_cb, s);
+}
+
 static void apply_put(HaAgent *a, const EtcdKeyValue *kv)
 {
 	const char *k = kv->key + strlen(a->prefix);
 	const char *v = kv->value ? kv->value : "";
 	char old[HA_NAME_MAX], err[256];
+	bool role_changed;
 
 	if (strncmp(kv->key, a->prefix, strlen(a->prefix)) != 0)
 		return;
@@ -284,9 +303,14 @@ static void apply_put(HaAgent *a, const EtcdKeyValue *kv)
 		if (!s->key_present)
 			alog(a, LOG_INFO, "member %s joined (%s:%d, %s)", m.name, m.host, m.port,
 			     ha_role_name(m.role));
+		role_changed = s->key_present && s->pub.role != m.role;
 		s->pub = m;
 		s->key_present = true;
 		s->gone_ms = 0;
+		/* a member that says it was promoted (or demoted) is probed at once: routing waits
+		 * for a probe that sees it out of recovery, and the next periodic one may be R away */
+		if (role_changed)
+			probe_member_now(a, s);
 	}
 }
 
