@@ -634,19 +634,32 @@ static bool parse_kv(json_t *o, EtcdKeyValue *kv)
 }
 
 /* o["kvs"] (missing = none) into a fresh array. */
+/*
+ * An optional array field: etcd omits fields at their default, so a missing or null <key> is an
+ * empty array. False when the field is there but is not an array; *n = 0 when it is empty.
+ */
+static bool get_array(json_t *o, const char *key, json_t **arr, size_t *n)
+{
+	*arr = json_object_get(o, key);
+	*n = 0;
+	if (!*arr || json_is_null(*arr))
+		return true;
+	if (!json_is_array(*arr))
+		return false;
+	*n = json_array_size(*arr);
+	return true;
+}
+
 static bool parse_kvs(json_t *o, EtcdKeyValue **out, size_t *n_out)
 {
-	json_t *arr = json_object_get(o, "kvs");
+	json_t *arr;
 	EtcdKeyValue *kvs;
 	size_t n;
 
 	*out = NULL;
 	*n_out = 0;
-	if (!arr || json_is_null(arr))
-		return true;
-	if (!json_is_array(arr))
+	if (!get_array(o, "kvs", &arr, &n))
 		return false;
-	n = json_array_size(arr);
 	if (n == 0)
 		return true;
 	kvs = calloc(n, sizeof(*kvs));
@@ -727,14 +740,11 @@ static bool parse_error_object(json_t *o, int *code, const char **msg)
 
 static bool parse_txn_responses(json_t *o, EtcdResult *res)
 {
-	json_t *arr = json_object_get(o, "responses");
+	json_t *arr;
 	size_t n;
 
-	if (!arr || json_is_null(arr))
-		return true;
-	if (!json_is_array(arr))
+	if (!get_array(o, "responses", &arr, &n))
 		return false;
-	n = json_array_size(arr);
 	if (n == 0)
 		return true;
 	res->responses = calloc(n, sizeof(*res->responses));
@@ -899,14 +909,11 @@ void etcd_watch_response_cleanup(EtcdWatchResponse *resp)
 
 static bool parse_events(json_t *r, EtcdWatchResponse *resp)
 {
-	json_t *arr = json_object_get(r, "events");
+	json_t *arr;
 	size_t n;
 
-	if (!arr || json_is_null(arr))
-		return true;
-	if (!json_is_array(arr))
+	if (!get_array(r, "events", &arr, &n))
 		return false;
-	n = json_array_size(arr);
 	if (n == 0)
 		return true;
 	resp->events = calloc(n, sizeof(*resp->events));

@@ -892,13 +892,13 @@ void disconnect_client(Client *c, const char *sqlstate, const char *fmt, ...)
 			sbuf_send(&c->sbuf, pb.buf, pb.len);
 	}
 	if (s) {
-		bool clean = server_is_clean(s, c) && pool_effective_mode(s->pool) != POOL_SESSION;
-		bool session_clean = server_is_clean(s, c);
+		/* a clean server goes back (session mode resets it there); a dirty one is closed */
+		bool clean = server_is_clean(s, c);
 
 		c->link = NULL;
 		s->link = NULL;
 		sbuf_unlink(&c->sbuf);
-		if (clean || session_clean)
+		if (clean)
 			pool_release_server(s);
 		else
 			disconnect_server(s, "client disconnected mid-transaction");

@@ -98,9 +98,10 @@ typedef struct Sbuf {
 bool sbuf_global_init(struct event_base *base, int pkt_buf) _MUSTCHECK;
 void sbuf_global_cleanup(void);
 
-/* Take over a connected (or connecting, when <want_write>) non-blocking socket. */
+/* Take over an accepted, non-blocking socket. */
 bool sbuf_accept(Sbuf *sb, int fd, const SbufOps *ops) _MUSTCHECK;
-/* Start a non-blocking connect; on_packet runs once the server speaks, on_connected first. */
+/* Take over a socket whose non-blocking connect() is in progress: on_connected runs once it is
+ * established (a failure goes to on_close), then on_packet for what the server says. */
 bool sbuf_connect(Sbuf *sb, int fd, const SbufOps *ops, void (*on_connected)(Sbuf *sb)) _MUSTCHECK;
 /* Stop events, close the socket, free buffers. Safe to call twice. */
 void sbuf_close(Sbuf *sb);
