@@ -364,6 +364,50 @@ static void test_fifo_error_skips_to_sync(void **state)
 	assert_int_equal(ps_stmt_count(), 0);
 }
 
+/* 64-bit FNV-1a, the unkeyed hash ps_hash used to be: names are chosen to collide under it. */
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *s; s++) {
+		h ^= (uint8_t)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/*
+ * Names that share one bucket of a 4096-bucket table under FNV-1a (what a client flooding the
+ * statement map would send) spread over many buckets under ps_hash, which is stable within the
+ * process. The unkeyed hash puts all 64 in one bucket.
+ */
+static void test_hash_is_keyed(void **state)
+{
+	enum { N = 64, MASK = 4095 };
+	static char names[N][32];
+	uint64_t buckets[N];
+	int found = 0, distinct = 0;
+
+	(void)state;
+	for (unsigned i = 0; found < N; i++) {
+		snprintf(names[found], sizeof(names[found]), "stmt_%u", i);
+		if ((fnv1a(names[found]) & MASK) == 0)
+			found++;
+	}
+	for (int i = 0; i < N; i++) {
+		const uint8_t *b = (const uint8_t *)names[i];
+		bool seen = false;
+
+		buckets[i] = ps_hash(b, strlen(names[i])) & MASK;
+		assert_true(ps_hash(b, strlen(names[i])) == ps_hash(b, strlen(names[i])));
+		for (int j = 0; j < i; j++)
+			seen |= buckets[j] == buckets[i];
+		distinct += !seen;
+	}
+	/* 64 random picks of 4096 buckets give about 63.5 distinct ones; 32 is far below */
+	assert_true(distinct >= 32);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -375,6 +419,7 @@ int main(void)
 		cmocka_unit_test(test_server_lru),
 		cmocka_unit_test(test_fifo_synth_and_swallow),
 		cmocka_unit_test(test_fifo_error_skips_to_sync),
+		cmocka_unit_test(test_hash_is_keyed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
