@@ -8,6 +8,10 @@
  * Two steps look at /proc instead: the clean-up before every start kills the orphans of a
  * crashed server and removes its stale postmaster.pid; the halt kills every process of the
  * server on pg_data. Both poll every 20 ms until the processes are gone.
+ *
+ * A rewind keeps the node's own configuration files (read into memory before pg_rewind, written
+ * back after it), and failed starts back off per data directory (start_backoff_*): the start
+ * step waits out the delay, a failure's outcome carries the server log's reason.
  */
 #include "ha/actions.h"
 #include "ha/health.h"
@@ -60,6 +64,8 @@ typedef enum StepKind {
 	STEP_REWIND,            /* pg_rewind from the source */
 	STEP_CLEANUP, /* before a start: kill the orphans of a dead postmaster, drop its pidfile */
 	STEP_HALT,    /* SIGKILL every process of the server on pg_data, wait until all are gone */
+	STEP_CONF_SAVE,    /* before pg_rewind: read the node's configuration files into memory */
+	STEP_CONF_RESTORE, /* after pg_rewind: write them back */
 } StepKind;
 
 static const char *step_name(StepKind k)
@@ -77,6 +83,8 @@ static const char *step_name(StepKind k)
 	    [STEP_REWIND] = "pg_rewind",
 	    [STEP_CLEANUP] = "clean-up after the old server",
 	    [STEP_HALT] = "halt",
+	    [STEP_CONF_SAVE] = "configuration backup",
+	    [STEP_CONF_RESTORE] = "configuration restore",
 	};
 
 	return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "unknown";
@@ -106,9 +114,13 @@ struct HaActionRun {
 	int nkilled;
 	char note[200]; /* what the clean-up or halt did, added to the outcome */
 	bool started;
+	bool start_waited;   /* STEP_START: the back-off wait is over, start now */
+	bool conf_restored;  /* the configuration backup was written back (or not needed) */
+	HaConfBackup conf;   /* STEP_CONF_SAVE .. STEP_CONF_RESTORE */
+	off_t log_offset;    /* STEP_START: size of pgpilot-postgres.log before pg_ctl start */
 	HaActionDone cb;
 	void *arg;
-	char done_msg[512];
+	char done_msg[1000];
 };
 
 static void run_step(HaActionRun *r);
@@ -273,6 +285,280 @@ HaPidfile ha_pg_pidfile_check(const char *pg_data, pid_t *pid)
 								       : HA_PIDFILE_STALE;
 }
 
+/* Back-off of failed starts */
+
+int64_t ha_backoff_delay_ms(int failures, int64_t min_ms, int64_t max_ms)
+{
+	int64_t d = min_ms;
+
+	if (failures <= 0)
+		return 0;
+	/* doubling stops at the cap, so no shift or product can overflow */
+	for (int i = 1; i < failures && d < max_ms; i++)
+		d = d > max_ms / 2 ? max_ms : d * 2;
+	return d < max_ms ? d : max_ms;
+}
+
+void ha_backoff_failed(HaBackoff *b, int64_t now_ms, int64_t min_ms, int64_t max_ms)
+{
+	if (b->failures < INT_MAX)
+		b->failures++;
+	b->not_before_ms = now_ms + ha_backoff_delay_ms(b->failures, min_ms, max_ms);
+}
+
+void ha_backoff_reset(HaBackoff *b)
+{
+	b->failures = 0;
+	b->not_before_ms = 0;
+}
+
+int64_t ha_backoff_wait_ms(const HaBackoff *b, int64_t now_ms)
+{
+	return b->failures > 0 && b->not_before_ms > now_ms ? b->not_before_ms - now_ms : 0;
+}
+
+/* The failed starts per data directory: one agent per process, a few in tests. The slot of a
+ * directory whose starts succeed again is reused. */
+#define BACKOFF_SLOTS 8
+static struct {
+	char pg_data[PATH_MAX];
+	HaBackoff b;
+} start_backoffs[BACKOFF_SLOTS];
+
+static HaBackoff *start_backoff_slot(const char *pg_data, bool create)
+{
+	int free_slot = -1;
+
+	if (strlen(pg_data) >= PATH_MAX)
+		return NULL;
+	for (int i = 0; i < BACKOFF_SLOTS; i++) {
+		if (start_backoffs[i].pg_data[0] && strcmp(start_backoffs[i].pg_data, pg_data) == 0)
+			return &start_backoffs[i].b;
+		if (free_slot < 0 && start_backoffs[i].b.failures == 0)
+			free_slot = i;
+	}
+	if (!create || free_slot < 0)
+		return NULL;
+	snprintf(start_backoffs[free_slot].pg_data, PATH_MAX, "%s", pg_data);
+	ha_backoff_reset(&start_backoffs[free_slot].b);
+	return &start_backoffs[free_slot].b;
+}
+
+HaBackoff ha_start_backoff(const char *pg_data)
+{
+	HaBackoff *b = start_backoff_slot(pg_data, false), none = {0, 0};
+
+	return b ? *b : none;
+}
+
+void ha_start_backoff_clear(const char *pg_data)
+{
+	HaBackoff *b = start_backoff_slot(pg_data, false);
+
+	if (b)
+		ha_backoff_reset(b);
+}
+
+/* Why a start failed: the telling lines of the server log */
+
+static bool line_tells(const char *p, size_t n)
+{
+	static const char *const marks[] = {"FATAL:", "PANIC:", "ERROR:", "WARNING:", "HINT:",
+					    "could not"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(marks); i++) {
+		size_t m = strlen(marks[i]);
+
+		for (size_t j = 0; j + m <= n; j++)
+			if (memcmp(p + j, marks[i], m) == 0)
+				return true;
+	}
+	return false;
+}
+
+size_t ha_pg_log_cause(const char *log, char *out, size_t outlen)
+{
+	const char *starts[3];
+	size_t lens[3], len = 0;
+	int found = 0;
+
+	if (!outlen)
+		return 0;
+	out[0] = '\0';
+	if (!log)
+		return 0;
+	/* two passes from the end: lines that tell (up to 3), else the last 2 lines */
+	for (int pass = 0; pass < 2 && found == 0; pass++) {
+		const char *end = log + strlen(log);
+
+		while (end > log && found < (pass == 0 ? 3 : 2)) {
+			const char *e = end, *b;
+
+			while (e > log && (e[-1] == '\n' || e[-1] == '\r'))
+				e--;
+			b = e;
+			while (b > log && b[-1] != '\n')
+				b--;
+			if (e > b && (pass == 1 || line_tells(b, (size_t)(e - b)))) {
+				starts[found] = b;
+				lens[found] = (size_t)(e - b) > 200 ? 200 : (size_t)(e - b);
+				found++;
+			}
+			end = b;
+		}
+	}
+	for (int i = found - 1; i >= 0; i--) {
+		int n = snprintf(out + len, outlen - len, "%s%.*s", len ? " | " : "", (int)lens[i],
+				 starts[i]);
+
+		if (n < 0 || (size_t)n >= outlen - len) {
+			len = strlen(out);
+			break;
+		}
+		len += (size_t)n;
+	}
+	return len;
+}
+
+/* The node's configuration files across a rewind */
+
+const char *const ha_conf_files[HA_CONF_FILES_N] = {"postgresql.conf", "postgresql.auto.conf",
+						    "pg_hba.conf", "pg_ident.conf"};
+
+void ha_conf_backup_cleanup(HaConfBackup *b)
+{
+	for (int i = 0; i < HA_CONF_FILES_N; i++) {
+		free(b->f[i].data);
+		b->f[i].data = NULL;
+		b->f[i].len = 0;
+		b->f[i].present = false;
+	}
+	b->taken = false;
+}
+
+bool ha_conf_backup_take(HaConfBackup *b, const char *pg_data, char *err, size_t errlen)
+{
+	ha_conf_backup_cleanup(b);
+	for (int i = 0; i < HA_CONF_FILES_N; i++) {
+		char path[PATH_MAX];
+		struct stat st;
+		size_t got = 0;
+		int fd;
+
+		if (snprintf(path, sizeof(path), "%s/%s", pg_data, ha_conf_files[i]) >=
+		    (int)sizeof(path)) {
+			snprintf(err, errlen, "data directory path too long");
+			goto fail;
+		}
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0 || fstat(fd, &st) != 0) {
+			snprintf(err, errlen, "could not read \"%.300s\": %s", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			goto fail;
+		}
+		if (!S_ISREG(st.st_mode) || st.st_size > HA_CONF_FILE_MAX) {
+			snprintf(err, errlen, "\"%.300s\" is %s", path,
+				 S_ISREG(st.st_mode) ? "larger than 4 MB" : "not a regular file");
+			close(fd);
+			goto fail;
+		}
+		b->f[i].data = malloc((size_t)st.st_size + 1);
+		if (!b->f[i].data) {
+			snprintf(err, errlen, "out of memory");
+			close(fd);
+			goto fail;
+		}
+		while (got < (size_t)st.st_size) {
+			ssize_t n = read(fd, b->f[i].data + got, (size_t)st.st_size - got);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		if (got != (size_t)st.st_size) {
+			snprintf(err, errlen, "could not read \"%.300s\": %s", path,
+				 got < (size_t)st.st_size ? "short read" : strerror(errno));
+			close(fd);
+			goto fail;
+		}
+		close(fd);
+		b->f[i].data[got] = '\0';
+		b->f[i].len = got;
+		b->f[i].mode = (unsigned)(st.st_mode & 07777);
+		b->f[i].present = true;
+	}
+	b->taken = true;
+	return true;
+fail:
+	ha_conf_backup_cleanup(b);
+	return false;
+}
+
+bool ha_conf_backup_restore(const HaConfBackup *b, const char *pg_data, char *err, size_t errlen)
+{
+	struct stat dir;
+
+	if (!b->taken)
+		return true;
+	if (stat(pg_data, &dir) != 0) {
+		snprintf(err, errlen, "could not stat \"%.300s\": %s", pg_data, strerror(errno));
+		return false;
+	}
+	for (int i = 0; i < HA_CONF_FILES_N; i++) {
+		char path[PATH_MAX], tmp[PATH_MAX + 16];
+		size_t done = 0;
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%s", pg_data, ha_conf_files[i]);
+		if (!b->f[i].present) {
+			if (unlink(path) != 0 && errno != ENOENT) {
+				snprintf(err, errlen, "could not remove \"%.300s\": %s", path,
+					 strerror(errno));
+				return false;
+			}
+			continue;
+		}
+		snprintf(tmp, sizeof(tmp), "%s.pgpilot-tmp", path);
+		errno = 0;
+		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0)
+			goto write_failed;
+		while (done < b->f[i].len) {
+			ssize_t n = write(fd, b->f[i].data + done, b->f[i].len - done);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			done += (size_t)n;
+		}
+		if (done != b->f[i].len || fchmod(fd, (mode_t)b->f[i].mode) != 0 ||
+		    (geteuid() == 0 && fchown(fd, dir.st_uid, dir.st_gid) != 0)) {
+			close(fd);
+			goto write_failed;
+		}
+		if (close(fd) != 0)
+			goto write_failed;
+		if (rename(tmp, path) != 0) {
+			snprintf(err, errlen, "could not rename \"%.300s\": %s", tmp, strerror(errno));
+			unlink(tmp);
+			return false;
+		}
+		continue;
+write_failed:
+		snprintf(err, errlen, "could not write \"%.300s\": %s", tmp,
+			 errno ? strerror(errno) : "short write");
+		unlink(tmp);
+		return false;
+	}
+	return true;
+}
+
 static void run_free(HaActionRun *r)
 {
 	if (r->task)
@@ -297,6 +583,7 @@ static void run_free(HaActionRun *r)
 	free(r->pg_bin);
 	free(r->conninfo);
 	free(r->source);
+	ha_conf_backup_cleanup(&r->conf);
 	free(r);
 }
 
@@ -312,6 +599,27 @@ static void run_finish(HaActionRun *r, bool ok, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (r->conf.taken && !r->conf_restored) {
+		/* a rewind that ended early: the node keeps its own configuration all the same */
+		char err[300];
+		size_t len = strlen(msg);
+
+		if (!ha_conf_backup_restore(&r->conf, r->pg_data, err, sizeof(err)))
+			snprintf(msg + len, sizeof(msg) - len, "; %s", err);
+	}
+	if (!ok && r->cur < r->nsteps && r->steps[r->cur] == STEP_START) {
+		HaBackoff *b = start_backoff_slot(r->pg_data, true);
+		size_t len = strlen(msg);
+
+		if (b) {
+			ha_backoff_failed(b, ha_now_ms(), HA_START_BACKOFF_MIN_MS,
+					  HA_START_BACKOFF_MAX_MS);
+			snprintf(msg + len, sizeof(msg) - len,
+				 " (%d failed start%s in a row: the next start waits %.0f s)",
+				 b->failures, b->failures == 1 ? "" : "s",
+				 (double)ha_backoff_wait_ms(b, ha_now_ms()) / 1000.0);
+		}
+	}
 	run_free(r);
 	cb(arg, ok, msg);
 }
@@ -321,6 +629,21 @@ static int64_t left_ms(const HaActionRun *r)
 	int64_t left = r->deadline_ms - ha_now_ms();
 
 	return left > 0 ? left : 1;
+}
+
+/* Move the action's deadline (and its timer) <ms> later: a start's back-off wait. */
+static void extend_deadline(HaActionRun *r, int64_t ms)
+{
+	int64_t left;
+	struct timeval tv;
+
+	r->deadline_ms += ms;
+	r->timeout_ms = r->timeout_ms > INT_MAX - (int)ms ? INT_MAX : r->timeout_ms + (int)ms;
+	left = left_ms(r);
+	tv.tv_sec = (time_t)(left / 1000);
+	tv.tv_usec = (suseconds_t)((left % 1000) * 1000);
+	evtimer_del(r->timer);
+	evtimer_add(r->timer, &tv);
 }
 
 /* After step <cur> succeeded (or failed in a tolerated way). */
@@ -482,11 +805,50 @@ static bool child_spawn(HaActionRun *r, char *const argv[])
 	return true;
 }
 
+/* Path of the log pg_ctl start writes. */
+static void start_log_path(const HaActionRun *r, char *path, size_t len)
+{
+	snprintf(path, len, "%s/pgpilot-postgres.log", r->pg_data);
+}
+
+/* What the server logged since this start began (r->log_offset), read back to explain why it
+ * did not start: the last 8 kB at most. */
+static void start_failed_cause(HaActionRun *r, char *out, size_t len)
+{
+	char path[4096], buf[8193];
+	struct stat st;
+	off_t from = r->log_offset;
+	ssize_t n;
+	int fd;
+
+	out[0] = '\0';
+	start_log_path(r, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) != 0) {
+		close(fd);
+		return;
+	}
+	if (st.st_size < from)
+		from = 0; /* replaced (a rewind copies the source's) */
+	if (st.st_size - from > (off_t)(sizeof(buf) - 1))
+		from = st.st_size - (off_t)(sizeof(buf) - 1);
+	n = pread(fd, buf, sizeof(buf) - 1, from);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	/* a NUL in the log ends the text there */
+	(void)ha_pg_log_cause(buf, out, len);
+}
+
 static void child_done(HaActionRun *r, int status)
 {
 	StepKind k = r->steps[r->cur];
 	bool ok = status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 	const char *out = out_text(r);
+	char cause[500] = "";
 
 	switch (k) {
 	case STEP_STOP_FAST:
@@ -509,9 +871,9 @@ static void child_done(HaActionRun *r, int status)
 		if (!ok && !r->rewind_retried && strstr(out, "shut down cleanly")) {
 			/* crash-recover it as a standby without upstream, stop, rewind again */
 			static const StepKind again[] = {
-			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP, STEP_START,
-			    STEP_STOP_FAST,         STEP_REWIND,  STEP_CONF_STANDBY,
-			    STEP_CLEANUP,           STEP_START};
+			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP,      STEP_START,
+			    STEP_STOP_FAST,         STEP_REWIND,       STEP_CONF_RESTORE,
+			    STEP_CONF_STANDBY,      STEP_CLEANUP,      STEP_START};
 
 			r->rewind_retried = true;
 			memcpy(r->steps, again, sizeof(again));
@@ -521,6 +883,13 @@ static void child_done(HaActionRun *r, int status)
 			return;
 		}
 		break;
+	case STEP_START:
+		if (ok) {
+			ha_start_backoff_clear(r->pg_data);
+			break;
+		}
+		start_failed_cause(r, cause, sizeof(cause));
+		break;
 	default:
 		break;
 	}
@@ -528,11 +897,11 @@ static void child_done(HaActionRun *r, int status)
 		run_next(r);
 		return;
 	}
-	run_finish(r, false, "%s failed in step %s (%s): %s", r->name, step_name(k),
+	run_finish(r, false, "%s failed in step %s (%s): %s%s%s", r->name, step_name(k),
 		   status < 0          ? "lost the child"
 		   : WIFEXITED(status) ? "exit code"
 				       : "killed by a signal",
-		   out[0] ? out : "no output");
+		   out[0] ? out : "no output", cause[0] ? "; server log: " : "", cause);
 }
 
 static void run_pg_ctl(HaActionRun *r, const char *op, const char *mode)
@@ -587,8 +956,8 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
 {
 	HaActionRun *r = arg;
 
-	if (r->steps[r->cur] == STEP_CONFIRM_PRIMARY)
-		run_step(r); /* check the promotion again */
+	if (r->steps[r->cur] == STEP_CONFIRM_PRIMARY || r->steps[r->cur] == STEP_START)
+		run_step(r); /* check the promotion again; the start's back-off is over */
 	else
 		scan_round(r);
 }
@@ -596,7 +965,7 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
 /* Run the current step again after <ms> (the poll steps). */
 static void poll_again(HaActionRun *r, int ms)
 {
-	struct timeval tv = {0, ms * 1000};
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
 	if (!r->scan)
 		r->scan = evtimer_new(r->base, scan_cb, r);
@@ -892,8 +1261,47 @@ static void run_step(HaActionRun *r)
 		}
 		run_next(r);
 		return;
-	case STEP_START:
+	case STEP_START: {
+		HaBackoff b = ha_start_backoff(r->pg_data);
+		int64_t wait = r->start_waited ? 0 : ha_backoff_wait_ms(&b, ha_now_ms());
+		struct stat st;
+
+		if (wait > 0) {
+			/* the earlier starts failed: wait, and give the start its full time after */
+			r->start_waited = true;
+			extend_deadline(r, wait);
+			poll_again(r, (int)wait);
+			return;
+		}
+		r->start_waited = false;
+		start_log_path(r, err, sizeof(err));
+		r->log_offset = stat(err, &st) == 0 ? st.st_size : 0;
 		run_pg_ctl(r, "start", NULL);
+		return;
+	}
+	case STEP_CONF_SAVE:
+		r->conf_restored = false;
+		if (!ha_conf_backup_take(&r->conf, r->pg_data, err, sizeof(err))) {
+			run_finish(r, false, "%s failed in step %s: %s", r->name, step_name(k),
+				   err);
+			return;
+		}
+		run_next(r);
+		return;
+	case STEP_CONF_RESTORE:
+		r->conf_restored = true;
+		if (!ha_conf_backup_restore(&r->conf, r->pg_data, err, sizeof(err))) {
+			run_finish(r, false, "%s failed in step %s: %s", r->name, step_name(k),
+				   err);
+			return;
+		}
+		if (r->conf.taken) {
+			size_t len = strlen(r->note);
+
+			snprintf(r->note + len, sizeof(r->note) - len,
+				 "%skept the node's own configuration files", len ? ", " : "");
+		}
+		run_next(r);
 		return;
 	case STEP_PROMOTE_SQL: {
 		static const char *const promote[] = {
@@ -1015,8 +1423,9 @@ HaActionRun *ha_action_rewind(const HaNode *n, const char *source, const char *c
 			      int timeout_ms, HaActionDone cb, void *arg)
 {
 	/* the clean-up first: pg_ctl stop would wait on a stale postmaster.pid */
-	static const StepKind steps[] = {STEP_CLEANUP,      STEP_STOP_FAST, STEP_REWIND,
-					 STEP_CONF_STANDBY, STEP_CLEANUP,   STEP_START};
+	static const StepKind steps[] = {STEP_CLEANUP,      STEP_STOP_FAST,    STEP_CONF_SAVE,
+					 STEP_REWIND,       STEP_CONF_RESTORE, STEP_CONF_STANDBY,
+					 STEP_CLEANUP,      STEP_START};
 
 	return run_new("rewind", n, conninfo, source, timeout_ms, cb, arg, steps,
 		       (int)ARRAY_SIZE(steps));

@@ -13,6 +13,7 @@
 #include "protocol/bytes.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct event_base;
@@ -62,7 +63,9 @@ HaActionRun *ha_action_start(const HaNode *n, bool standby, const char *conninfo
  * Rejoin a diverged former primary: stop it (fast) when running, pg_rewind --target-pgdata
  * --source-server=<source> (needs wal_log_hints = on or data checksums), then start it as a
  * standby of <conninfo>. A target that was not shut down cleanly is first started as a standby
- * without upstream and stopped again, so that pg_rewind accepts it.
+ * without upstream and stopped again, so that pg_rewind accepts it. pg_rewind copies the
+ * source's configuration files: the node's own (ha_conf_files) are read into memory before it
+ * runs and written back after it, also when the rewind fails.
  */
 HaActionRun *ha_action_rewind(const HaNode *n, const char *source, const char *conninfo,
 			      int timeout_ms, HaActionDone cb, void *arg);
@@ -89,6 +92,73 @@ void ha_action_cancel(HaActionRun *r);
  * PostgreSQL next finds it. Returns at once when no pg_ctl runs. Never on the event loop.
  */
 void ha_action_settle(HaActionRun *r, int max_ms);
+
+/*
+ * Failed starts back off. Each start step (pg_ctl start in ha_action_start, demote and rewind)
+ * that fails, or that the action's timeout interrupts, counts against its data directory; the
+ * next start step on that directory waits ha_backoff_delay_ms(failures) after the failure (the
+ * action's timeout is extended by the wait); a start that succeeds clears the count. The
+ * failure's outcome names the cause (pg_ctl's output and the lines of
+ * <pg_data>/pgpilot-postgres.log that say why, see ha_pg_log_cause) and when the next start may
+ * run.
+ */
+#define HA_START_BACKOFF_MIN_MS 1000
+#define HA_START_BACKOFF_MAX_MS 30000
+
+typedef struct HaBackoff {
+	int failures;          /* failed starts in a row */
+	int64_t not_before_ms; /* monotonic ms before which no start runs (0 = none) */
+} HaBackoff;
+
+/* The wait after <failures> failures in a row: 0 for none, then <min_ms> doubling each time,
+ * capped at <max_ms> (no overflow whatever <failures> is). */
+int64_t ha_backoff_delay_ms(int failures, int64_t min_ms, int64_t max_ms);
+/* One more failure at <now_ms>: the next attempt is allowed at now + the delay. */
+void ha_backoff_failed(HaBackoff *b, int64_t now_ms, int64_t min_ms, int64_t max_ms);
+void ha_backoff_reset(HaBackoff *b);
+/* How long an attempt at <now_ms> has to wait (0 = go). */
+int64_t ha_backoff_wait_ms(const HaBackoff *b, int64_t now_ms);
+/* The start back-off of <pg_data> (a copy; zero when none is recorded), and forgetting it. */
+HaBackoff ha_start_backoff(const char *pg_data);
+void ha_start_backoff_clear(const char *pg_data);
+
+/*
+ * Why a server did not start, from the text its log got during the start (<log>, may be
+ * NULL): the last three lines that carry FATAL, PANIC, ERROR, WARNING, HINT or "could not",
+ * else the last two lines, joined by " | ", each cut to 200 bytes, into <out> (always
+ * terminated). Returns the length written.
+ */
+size_t ha_pg_log_cause(const char *log, char *out, size_t outlen);
+
+/*
+ * The node's own configuration files, kept across a pg_rewind (which copies the source's):
+ * postgresql.conf, postgresql.auto.conf, pg_hba.conf, pg_ident.conf, as in Patroni. A backup
+ * holds their contents and modes in memory (not in pg_data: pg_rewind would replace or remove
+ * a copy kept there), and which of them were absent.
+ */
+#define HA_CONF_FILES_N 4
+#define HA_CONF_FILE_MAX (4 * 1024 * 1024)
+extern const char *const ha_conf_files[HA_CONF_FILES_N];
+
+typedef struct HaConfBackup {
+	bool taken;
+	struct {
+		bool present;
+		unsigned mode; /* permission bits */
+		char *data;    /* owned */
+		size_t len;
+	} f[HA_CONF_FILES_N];
+} HaConfBackup;
+
+/* Read the files of <pg_data> into <b> (cleaned first). False with <err> when one exists but
+ * cannot be read or is larger than HA_CONF_FILE_MAX: then nothing may overwrite them. */
+bool ha_conf_backup_take(HaConfBackup *b, const char *pg_data, char *err,
+			 size_t errlen) _MUSTCHECK;
+/* Write them back atomically (temporary file + rename, owned like pg_data, their old mode);
+ * a file that was absent is removed. False with <err> at the first that fails. */
+bool ha_conf_backup_restore(const HaConfBackup *b, const char *pg_data, char *err,
+			    size_t errlen) _MUSTCHECK;
+void ha_conf_backup_cleanup(HaConfBackup *b);
 
 /* The name of the action for logs ("promote", "demote", ...). */
 const char *ha_action_run_name(const HaActionRun *r);

@@ -3,7 +3,9 @@
  * Unit tests of the /proc side of ha/actions: postmaster.pid checks (none, live server, stale
  * PID, zombie, garbage), the process finder that spots a crashed server's orphans by owner,
  * name and working directory, and the halt action on a real event loop. A copy of sleep(1)
- * named "postgres" stands in for the server processes.
+ * named "postgres" stands in for the server processes. The rewind's keeping of the node's
+ * configuration files and the back-off of failed starts, with shell scripts standing in for
+ * pg_ctl and pg_rewind.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -312,6 +314,7 @@ static void run_restart(Outcome *o)
 	assert_non_null(base);
 	memset(o, 0, sizeof(*o));
 	o->base = base;
+	ha_start_backoff_clear(data); /* each restart here is a first attempt */
 	assert_non_null(ha_action_start(&n, false, NULL, 3000, halt_done, o));
 	event_base_dispatch(base);
 	event_base_free(base);
@@ -407,6 +410,387 @@ static void test_halt(void **state)
 	assert_non_null(strstr(o.detail, "halt failed in step halt: could not stat"));
 }
 
+/* --- back-off of failed starts --- */
+
+static void test_backoff_delays(void **state)
+{
+	static const int64_t want[] = {0, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000};
+	HaBackoff b = {0, 0};
+
+	for (int i = 0; i < (int)(sizeof(want) / sizeof(want[0])); i++)
+		assert_int_equal(ha_backoff_delay_ms(i, 1000, 30000), want[i]);
+	assert_int_equal(ha_backoff_delay_ms(-3, 1000, 30000), 0);
+	assert_int_equal(ha_backoff_delay_ms(INT32_MAX, 1000, 30000), 30000);
+	assert_int_equal(ha_backoff_delay_ms(62, 1, INT64_MAX), (int64_t)1 << 61);
+	assert_int_equal(ha_backoff_delay_ms(100, 1, INT64_MAX), INT64_MAX);
+
+	assert_int_equal(ha_backoff_wait_ms(&b, 5000), 0);
+	ha_backoff_failed(&b, 10000, 1000, 30000);
+	assert_int_equal(b.failures, 1);
+	assert_int_equal(ha_backoff_wait_ms(&b, 10000), 1000);
+	assert_int_equal(ha_backoff_wait_ms(&b, 10600), 400);
+	assert_int_equal(ha_backoff_wait_ms(&b, 11000), 0);
+	ha_backoff_failed(&b, 11000, 1000, 30000);
+	assert_int_equal(ha_backoff_wait_ms(&b, 11000), 2000);
+	for (int i = 0; i < 10; i++)
+		ha_backoff_failed(&b, 20000, 1000, 30000);
+	assert_int_equal(b.failures, 12);
+	assert_int_equal(ha_backoff_wait_ms(&b, 20000), 30000);
+	ha_backoff_reset(&b);
+	assert_int_equal(ha_backoff_wait_ms(&b, 20000), 0);
+	b.failures = INT32_MAX;
+	ha_backoff_failed(&b, 0, 1000, 30000); /* no wrap to a negative count */
+	assert_int_equal(b.failures, INT32_MAX);
+	assert_int_equal(ha_backoff_wait_ms(&b, 0), 30000);
+}
+
+static void test_log_cause(void **state)
+{
+	static const char bind_fail[] =
+	    "2026-01-01 10:00:00.000 UTC [10] LOG:  starting PostgreSQL 15.8\n"
+	    "2026-01-01 10:00:00.001 UTC [10] LOG:  could not bind IPv4 address "
+	    "\"127.0.0.12\": Address already in use\n"
+	    "2026-01-01 10:00:00.001 UTC [10] HINT:  Is another postmaster already running on "
+	    "port 5433? If not, wait a few seconds and retry.\n"
+	    "2026-01-01 10:00:00.002 UTC [10] WARNING:  could not create listen socket for "
+	    "\"127.0.0.12\"\n"
+	    "2026-01-01 10:00:00.002 UTC [10] FATAL:  could not create any TCP/IP sockets\n"
+	    "2026-01-01 10:00:00.003 UTC [10] LOG:  database system is shut down\n";
+	char out[600], small[40];
+	size_t n;
+
+	n = ha_pg_log_cause(bind_fail, out, sizeof(out));
+	assert_int_equal(n, strlen(out));
+	assert_string_equal(out, "2026-01-01 10:00:00.001 UTC [10] HINT:  Is another postmaster "
+				 "already running on port 5433? If not, wait a few seconds and "
+				 "retry. | 2026-01-01 10:00:00.002 UTC [10] WARNING:  could not "
+				 "create listen socket for \"127.0.0.12\" | 2026-01-01 "
+				 "10:00:00.002 UTC [10] FATAL:  could not create any TCP/IP sockets");
+	/* nothing that tells: the last two lines */
+	ha_pg_log_cause("a\n\nb\r\nc\n\n", out, sizeof(out));
+	assert_string_equal(out, "b | c");
+	ha_pg_log_cause("only line", out, sizeof(out));
+	assert_string_equal(out, "only line");
+	assert_int_equal(ha_pg_log_cause("", out, sizeof(out)), 0);
+	assert_string_equal(out, "");
+	assert_int_equal(ha_pg_log_cause(NULL, out, sizeof(out)), 0);
+	assert_string_equal(out, "");
+	/* a small buffer is filled and terminated, never overrun */
+	memset(small, 'x', sizeof(small));
+	n = ha_pg_log_cause(bind_fail, small, sizeof(small));
+	assert_true(n < sizeof(small));
+	assert_int_equal(strlen(small), n);
+	assert_int_equal(ha_pg_log_cause(bind_fail, small, 0), 0);
+}
+
+/* --- the node's configuration files across a rewind --- */
+
+static char *slurp(const char *dir, const char *name)
+{
+	char path[600], *buf;
+	FILE *f;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	n = ftell(f);
+	assert_int_equal(fseek(f, 0, SEEK_SET), 0);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void put(const char *dir, const char *name, const char *text, mode_t mode)
+{
+	char path[600];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	write_file(path, text);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static void assert_file(const char *dir, const char *name, const char *want)
+{
+	char *got = slurp(dir, name);
+
+	if (!want) {
+		assert_null(got);
+		return;
+	}
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+static mode_t mode_of(const char *dir, const char *name)
+{
+	char path[600];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_mode & 07777;
+}
+
+static void remove_in(const char *dir, const char *name)
+{
+	char path[600];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	unlink(path);
+}
+
+/* The node's own files, no pg_ident.conf (it may live elsewhere). */
+static void own_conf(const char *dir)
+{
+	put(dir, "postgresql.conf", "listen_addresses = '127.0.0.11'\nport = 5501\n", 0600);
+	put(dir, "postgresql.auto.conf", "work_mem = '8MB'\n", 0600);
+	put(dir, "pg_hba.conf", "local all all trust\n", 0640);
+	remove_in(dir, "pg_ident.conf");
+}
+
+static void test_conf_backup_restore(void **state)
+{
+	char err[400], sub[400];
+	HaConfBackup b;
+
+	memset(&b, 0, sizeof(b));
+	own_conf(data);
+	assert_true(ha_conf_backup_take(&b, data, err, sizeof(err)));
+	assert_true(b.taken);
+	/* what pg_rewind does: the source's files replace them, one more appears */
+	put(data, "postgresql.conf", "listen_addresses = '127.0.0.12'\nport = 5502\n", 0644);
+	put(data, "postgresql.auto.conf", "primary_conninfo = 'host=x'\n", 0600);
+	put(data, "pg_hba.conf", "host all all 0.0.0.0/0 trust\n", 0600);
+	put(data, "pg_ident.conf", "map a b\n", 0600);
+	assert_true(ha_conf_backup_restore(&b, data, err, sizeof(err)));
+	assert_file(data, "postgresql.conf", "listen_addresses = '127.0.0.11'\nport = 5501\n");
+	assert_file(data, "postgresql.auto.conf", "work_mem = '8MB'\n");
+	assert_file(data, "pg_hba.conf", "local all all trust\n");
+	assert_file(data, "pg_ident.conf", NULL);
+	assert_int_equal(mode_of(data, "postgresql.conf"), 0600);
+	assert_int_equal(mode_of(data, "pg_hba.conf"), 0640);
+	/* twice is the same (a restore after a failed step, then at the end) */
+	assert_true(ha_conf_backup_restore(&b, data, err, sizeof(err)));
+	assert_file(data, "pg_hba.conf", "local all all trust\n");
+	ha_conf_backup_cleanup(&b);
+	assert_false(b.taken);
+	/* nothing taken: nothing written */
+	put(data, "pg_hba.conf", "changed\n", 0600);
+	assert_true(ha_conf_backup_restore(&b, data, err, sizeof(err)));
+	assert_file(data, "pg_hba.conf", "changed\n");
+
+	/* a file that cannot be read stops the backup: nothing may overwrite it then */
+	snprintf(sub, sizeof(sub), "%s/pg_ident.conf", data);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	assert_false(ha_conf_backup_take(&b, data, err, sizeof(err)));
+	assert_non_null(strstr(err, "pg_ident.conf\" is not a regular file"));
+	assert_false(b.taken);
+	rmdir(sub);
+	assert_int_equal(symlink("/etc/passwd", sub), 0);
+	assert_false(ha_conf_backup_take(&b, data, err, sizeof(err)));
+	assert_non_null(strstr(err, "could not read"));
+	unlink(sub);
+	/* no data directory: the restore says so */
+	assert_true(ha_conf_backup_take(&b, data, err, sizeof(err)));
+	assert_false(ha_conf_backup_restore(&b, "/nonexistent/pgpilot", err, sizeof(err)));
+	assert_non_null(strstr(err, "could not stat"));
+	ha_conf_backup_cleanup(&b);
+}
+
+/* Shell scripts as pg_ctl and pg_rewind in tmp/bin. pg_ctl start appends to its -l log the
+ * lines of a start that cannot bind and fails when FAKE_START_FAIL is set; pg_rewind writes
+ * the "source's" configuration files and exits with FAKE_REWIND_EXIT. */
+static void fake_bin(char *bin, size_t len)
+{
+	static const char pg_ctl[] =
+	    "#!/bin/sh\n"
+	    "op=$1; log=/dev/null\n"
+	    "while [ $# -gt 0 ]; do [ \"$1\" = -l ] && log=$2; shift; done\n"
+	    "[ \"$op\" = start ] || exit 0\n"
+	    "echo started >> \"$PWD/fake-starts\"\n"
+	    "[ -n \"$FAKE_START_FAIL\" ] || exit 0\n"
+	    "echo 'LOG:  could not bind IPv4 address \"127.0.0.12\": Address already in use' "
+	    ">> \"$log\"\n"
+	    "echo 'FATAL:  could not create any TCP/IP sockets' >> \"$log\"\n"
+	    "echo 'LOG:  database system is shut down' >> \"$log\"\n"
+	    "echo 'pg_ctl: could not start server'\n"
+	    "exit 1\n";
+	static const char pg_rewind[] =
+	    "#!/bin/sh\n"
+	    "printf \"port = 5502\\n\" > postgresql.conf\n"
+	    "printf \"host all all 0.0.0.0/0 trust\\n\" > pg_hba.conf\n"
+	    "printf \"map a b\\n\" > pg_ident.conf\n"
+	    "printf \"primary_conninfo = 'host=source'\\n\" > postgresql.auto.conf\n"
+	    "echo 'pg_rewind: Done!'\n"
+	    "exit ${FAKE_REWIND_EXIT:-0}\n";
+	char path[600];
+
+	snprintf(bin, len, "%s/bin", tmp);
+	if (access(bin, F_OK) != 0)
+		assert_int_equal(mkdir(bin, 0755), 0);
+	snprintf(path, sizeof(path), "%s/pg_ctl", bin);
+	write_file(path, pg_ctl);
+	assert_int_equal(chmod(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/pg_rewind", bin);
+	write_file(path, pg_rewind);
+	assert_int_equal(chmod(path, 0755), 0);
+}
+
+static void run_action(Outcome *o, bool rewind, const char *bin)
+{
+	struct event_base *base = event_base_new();
+	HaNode n = {base, "", data, bin};
+
+	assert_non_null(base);
+	memset(o, 0, sizeof(*o));
+	o->base = base;
+	if (rewind)
+		assert_non_null(ha_action_rewind(&n, "host=source", "host=new-primary port=5502",
+						 10000, halt_done, o));
+	else
+		assert_non_null(ha_action_start(&n, true, "host=new-primary", 10000, halt_done, o));
+	event_base_dispatch(base);
+	event_base_free(base);
+	assert_true(o->done);
+}
+
+static void test_rewind_keeps_conf(void **state)
+{
+	char bin[400], *auto_conf;
+	Outcome o;
+
+	fake_bin(bin, sizeof(bin));
+	unsetenv("FAKE_START_FAIL");
+	ha_start_backoff_clear(data);
+	own_conf(data);
+	setenv("FAKE_REWIND_EXIT", "0", 1);
+	run_action(&o, true, bin);
+	assert_true(o.ok);
+	assert_non_null(strstr(o.detail, "kept the node's own configuration files"));
+	assert_file(data, "postgresql.conf", "listen_addresses = '127.0.0.11'\nport = 5501\n");
+	assert_file(data, "pg_hba.conf", "local all all trust\n");
+	assert_file(data, "pg_ident.conf", NULL);
+	assert_int_equal(mode_of(data, "pg_hba.conf"), 0640);
+	/* the node's own auto.conf, then pointed at the new primary */
+	auto_conf = slurp(data, "postgresql.auto.conf");
+	assert_non_null(auto_conf);
+	assert_non_null(strstr(auto_conf, "work_mem = '8MB'"));
+	assert_non_null(strstr(auto_conf, "host=new-primary port=5502"));
+	assert_null(strstr(auto_conf, "host=source"));
+	free(auto_conf);
+	assert_int_equal(access(strcat(strcpy(bin, data), "/standby.signal"), F_OK), 0);
+
+	/* a pg_rewind that fails after copying: the files are put back all the same */
+	fake_bin(bin, sizeof(bin));
+	own_conf(data);
+	setenv("FAKE_REWIND_EXIT", "1", 1);
+	run_action(&o, true, bin);
+	assert_false(o.ok);
+	assert_non_null(strstr(o.detail, "rewind failed in step pg_rewind (exit code)"));
+	assert_file(data, "postgresql.conf", "listen_addresses = '127.0.0.11'\nport = 5501\n");
+	assert_file(data, "pg_hba.conf", "local all all trust\n");
+	assert_file(data, "postgresql.auto.conf", "work_mem = '8MB'\n");
+	assert_file(data, "pg_ident.conf", NULL);
+	unsetenv("FAKE_REWIND_EXIT");
+	remove_in(data, "standby.signal");
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int count_starts(void)
+{
+	char *t = slurp(data, "fake-starts");
+	int n = 0;
+
+	for (char *p = t; p && (p = strstr(p, "started")); p++)
+		n++;
+	free(t);
+	return n;
+}
+
+static void test_start_backoff(void **state)
+{
+	char bin[400];
+	int64_t t0, waited;
+	HaBackoff b;
+	Outcome o;
+
+	fake_bin(bin, sizeof(bin));
+	ha_start_backoff_clear(data);
+	remove_in(data, "fake-starts");
+	remove_in(data, "pgpilot-postgres.log");
+	setenv("FAKE_START_FAIL", "1", 1);
+
+	/* the first failure: at once, with the server log's reason and the next wait */
+	t0 = mono_ms();
+	run_action(&o, false, bin);
+	assert_false(o.ok);
+	assert_non_null(strstr(o.detail, "start as standby failed in step start (exit code): "
+					 "pg_ctl: could not start server; server log: "));
+	assert_non_null(strstr(o.detail, "could not bind IPv4 address \"127.0.0.12\": Address "
+					 "already in use | FATAL:  could not create any TCP/IP "
+					 "sockets"));
+	assert_non_null(strstr(o.detail, "(1 failed start in a row: the next start waits 1 s)"));
+	b = ha_start_backoff(data);
+	assert_int_equal(b.failures, 1);
+
+	/* the second waits out the back-off before pg_ctl runs; its log lines only */
+	run_action(&o, false, bin);
+	waited = mono_ms() - t0;
+	assert_false(o.ok);
+	assert_true(waited >= 950);
+	assert_non_null(strstr(o.detail, "(2 failed starts in a row: the next start waits 2 s)"));
+	assert_null(strstr(strstr(o.detail, "FATAL") + 1, "FATAL"));
+	assert_int_equal(count_starts(), 2);
+
+	/* a fence while waiting: cancelled, pg_ctl never runs */
+	{
+		struct event_base *base = event_base_new();
+		HaNode n = {base, "", data, bin};
+		struct timeval tv = {0, 200 * 1000};
+		HaActionRun *r;
+
+		memset(&o, 0, sizeof(o));
+		o.base = base;
+		r = ha_action_start(&n, true, NULL, 10000, halt_done, &o);
+		assert_non_null(r);
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+		assert_false(o.done);
+		ha_action_cancel(r);
+		event_base_free(base);
+		assert_int_equal(count_starts(), 2);
+	}
+
+	/* a start that works clears the count */
+	unsetenv("FAKE_START_FAIL");
+	run_action(&o, false, bin);
+	assert_true(o.ok);
+	b = ha_start_backoff(data);
+	assert_int_equal(b.failures, 0);
+	assert_int_equal(count_starts(), 3);
+	t0 = mono_ms();
+	run_action(&o, false, bin);
+	assert_true(o.ok);
+	assert_true(mono_ms() - t0 < 900);
+	remove_in(data, "standby.signal");
+	remove_in(data, "fake-starts");
+	remove_in(data, "postgresql.auto.conf");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -416,6 +800,11 @@ int main(void)
 	    cmocka_unit_test(test_proc_find),
 	    cmocka_unit_test(test_start_cleanup),
 	    cmocka_unit_test(test_halt),
+	    cmocka_unit_test(test_backoff_delays),
+	    cmocka_unit_test(test_log_cause),
+	    cmocka_unit_test(test_conf_backup_restore),
+	    cmocka_unit_test(test_rewind_keeps_conf),
+	    cmocka_unit_test(test_start_backoff),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
