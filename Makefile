@@ -32,7 +32,7 @@ obj_of = $(patsubst %.c,$(BUILD)/%.o,$(call src_of,$(1)))
 LIBS_ALL := $(BUILD)/libpooler.a $(BUILD)/libha.a $(BUILD)/libdns.a $(BUILD)/libprotocol.a
 
 .PHONY: all check check-unit check-asan check-opts check-integration demo bench bench-failover \
-	fuzz deps format format-check clean install
+	bench-faults fuzz deps format format-check clean install
 
 all: pgpilot
 
@@ -60,6 +60,7 @@ UNIT_BIN := $(patsubst test/unit/%.c,$(BUILD)/bin/%,$(UNIT_SRC))
 # test_pooler_<module>_DEPS lists, so the rest of pooler/ being edited does not block it.
 LOWER_LIBS := $(BUILD)/libha.a $(BUILD)/libdns.a $(BUILD)/libprotocol.a
 test_pooler_config_DEPS := pooler/ini.o pooler/userlist.o
+test_pooler_sbuf_DEPS := pooler/slab.o
 pooler_objs = $(BUILD)/pooler/$(patsubst test_pooler_%,%,$(1)).o $(BUILD)/pooler/log.o \
 	$(addprefix $(BUILD)/,$($(1)_DEPS))
 libs_for = $(if $(findstring test_pooler_,$(1)),$(call pooler_objs,$(1)) $(LOWER_LIBS),\
@@ -105,6 +106,9 @@ bench: deps pgpilot
 
 bench-failover: deps pgpilot
 	$(Q)/usr/bin/python3 bench/failover.py
+
+bench-faults: deps pgpilot
+	$(Q)/usr/bin/python3 bench/faults.py $(FAULTS_ARGS)
 
 fuzz: deps
 	$(Q)$(MAKE) --no-print-directory -C test/fuzz
