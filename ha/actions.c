@@ -114,10 +114,10 @@ struct HaActionRun {
 	int nkilled;
 	char note[200]; /* what the clean-up or halt did, added to the outcome */
 	bool started;
-	bool start_waited;   /* STEP_START: the back-off wait is over, start now */
-	bool conf_restored;  /* the configuration backup was written back (or not needed) */
-	HaConfBackup conf;   /* STEP_CONF_SAVE .. STEP_CONF_RESTORE */
-	off_t log_offset;    /* STEP_START: size of pgpilot-postgres.log before pg_ctl start */
+	bool start_waited;  /* STEP_START: the back-off wait is over, start now */
+	bool conf_restored; /* the configuration backup was written back (or not needed) */
+	HaConfBackup conf;  /* STEP_CONF_SAVE .. STEP_CONF_RESTORE */
+	off_t log_offset;   /* STEP_START: size of pgpilot-postgres.log before pg_ctl start */
 	HaActionDone cb;
 	void *arg;
 	char done_msg[1000];
@@ -363,8 +363,8 @@ void ha_start_backoff_clear(const char *pg_data)
 
 static bool line_tells(const char *p, size_t n)
 {
-	static const char *const marks[] = {"FATAL:", "PANIC:", "ERROR:", "WARNING:", "HINT:",
-					    "could not"};
+	static const char *const marks[] = {
+	    "FATAL:", "PANIC:", "ERROR:", "WARNING:", "HINT:", "could not"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(marks); i++) {
 		size_t m = strlen(marks[i]);
@@ -454,7 +454,8 @@ bool ha_conf_backup_take(HaConfBackup *b, const char *pg_data, char *err, size_t
 		if (fd < 0 && errno == ENOENT)
 			continue;
 		if (fd < 0 || fstat(fd, &st) != 0) {
-			snprintf(err, errlen, "could not read \"%.300s\": %s", path, strerror(errno));
+			snprintf(err, errlen, "could not read \"%.300s\": %s", path,
+				 strerror(errno));
 			if (fd >= 0)
 				close(fd);
 			goto fail;
@@ -545,12 +546,13 @@ bool ha_conf_backup_restore(const HaConfBackup *b, const char *pg_data, char *er
 		if (close(fd) != 0)
 			goto write_failed;
 		if (rename(tmp, path) != 0) {
-			snprintf(err, errlen, "could not rename \"%.300s\": %s", tmp, strerror(errno));
+			snprintf(err, errlen, "could not rename \"%.300s\": %s", tmp,
+				 strerror(errno));
 			unlink(tmp);
 			return false;
 		}
 		continue;
-write_failed:
+	write_failed:
 		snprintf(err, errlen, "could not write \"%.300s\": %s", tmp,
 			 errno ? strerror(errno) : "short write");
 		unlink(tmp);
@@ -871,9 +873,9 @@ static void child_done(HaActionRun *r, int status)
 		if (!ok && !r->rewind_retried && strstr(out, "shut down cleanly")) {
 			/* crash-recover it as a standby without upstream, stop, rewind again */
 			static const StepKind again[] = {
-			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP,      STEP_START,
-			    STEP_STOP_FAST,         STEP_REWIND,       STEP_CONF_RESTORE,
-			    STEP_CONF_STANDBY,      STEP_CLEANUP,      STEP_START};
+			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP, STEP_START,
+			    STEP_STOP_FAST,         STEP_REWIND,  STEP_CONF_RESTORE,
+			    STEP_CONF_STANDBY,      STEP_CLEANUP, STEP_START};
 
 			r->rewind_retried = true;
 			memcpy(r->steps, again, sizeof(again));
@@ -1267,7 +1269,7 @@ static void run_step(HaActionRun *r)
 		struct stat st;
 
 		if (wait > 0) {
-			/* the earlier starts failed: wait, and give the start its full time after */
+			/* earlier starts failed: wait, then give the start its full time */
 			r->start_waited = true;
 			extend_deadline(r, wait);
 			poll_again(r, (int)wait);
@@ -1423,9 +1425,9 @@ HaActionRun *ha_action_rewind(const HaNode *n, const char *source, const char *c
 			      int timeout_ms, HaActionDone cb, void *arg)
 {
 	/* the clean-up first: pg_ctl stop would wait on a stale postmaster.pid */
-	static const StepKind steps[] = {STEP_CLEANUP,      STEP_STOP_FAST,    STEP_CONF_SAVE,
-					 STEP_REWIND,       STEP_CONF_RESTORE, STEP_CONF_STANDBY,
-					 STEP_CLEANUP,      STEP_START};
+	static const StepKind steps[] = {STEP_CLEANUP, STEP_STOP_FAST,    STEP_CONF_SAVE,
+					 STEP_REWIND,  STEP_CONF_RESTORE, STEP_CONF_STANDBY,
+					 STEP_CLEANUP, STEP_START};
 
 	return run_new("rewind", n, conninfo, source, timeout_ms, cb, arg, steps,
 		       (int)ARRAY_SIZE(steps));

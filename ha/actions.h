@@ -152,8 +152,7 @@ typedef struct HaConfBackup {
 
 /* Read the files of <pg_data> into <b> (cleaned first). False with <err> when one exists but
  * cannot be read or is larger than HA_CONF_FILE_MAX: then nothing may overwrite them. */
-bool ha_conf_backup_take(HaConfBackup *b, const char *pg_data, char *err,
-			 size_t errlen) _MUSTCHECK;
+bool ha_conf_backup_take(HaConfBackup *b, const char *pg_data, char *err, size_t errlen) _MUSTCHECK;
 /* Write them back atomically (temporary file + rename, owned like pg_data, their old mode);
  * a file that was absent is removed. False with <err> at the first that fails. */
 bool ha_conf_backup_restore(const HaConfBackup *b, const char *pg_data, char *err,

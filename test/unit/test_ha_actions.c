@@ -461,11 +461,12 @@ static void test_log_cause(void **state)
 
 	n = ha_pg_log_cause(bind_fail, out, sizeof(out));
 	assert_int_equal(n, strlen(out));
-	assert_string_equal(out, "2026-01-01 10:00:00.001 UTC [10] HINT:  Is another postmaster "
-				 "already running on port 5433? If not, wait a few seconds and "
-				 "retry. | 2026-01-01 10:00:00.002 UTC [10] WARNING:  could not "
-				 "create listen socket for \"127.0.0.12\" | 2026-01-01 "
-				 "10:00:00.002 UTC [10] FATAL:  could not create any TCP/IP sockets");
+	assert_string_equal(out,
+			    "2026-01-01 10:00:00.001 UTC [10] HINT:  Is another postmaster "
+			    "already running on port 5433? If not, wait a few seconds and "
+			    "retry. | 2026-01-01 10:00:00.002 UTC [10] WARNING:  could not "
+			    "create listen socket for \"127.0.0.12\" | 2026-01-01 "
+			    "10:00:00.002 UTC [10] FATAL:  could not create any TCP/IP sockets");
 	/* nothing that tells: the last two lines */
 	ha_pg_log_cause("a\n\nb\r\nc\n\n", out, sizeof(out));
 	assert_string_equal(out, "b | c");
