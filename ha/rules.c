@@ -507,6 +507,37 @@ static HaAction decide_follower(const HaCluster *c, const HaLocal *me, HaDecisio
 	return decide(out, HA_ACT_FOLLOW, "replica of %s", c->leader);
 }
 
+_Static_assert(HA_MAX_MEMBERS <= 32, "HaLocal.probe_timed_out has one bit per member");
+
+/*
+ * A probe that timed out is not proof that a primary is gone: under load a live primary may
+ * not answer within P, and when its agent hangs nothing else stops it but its fence guard,
+ * which has fired at the latest when the lease has expired. So a member whose last probe timed
+ * out, and that was the last leader or says it is a primary, is taken for a live primary until
+ * me->last_leader_safe_ms. Returns it, or NULL, with the reason in <why>.
+ */
+static const HaMember *timed_out_primary(const HaCluster *c, const HaLocal *me, int64_t now,
+					 char *why, size_t len)
+{
+	if (!me->probe_timed_out || !me->last_leader_safe_ms || now >= me->last_leader_safe_ms)
+		return NULL;
+	for (int i = 0; i < c->n_members && i < 32; i++) {
+		const HaMember *m = &c->members[i];
+
+		if (!(me->probe_timed_out & (UINT32_C(1) << i)) ||
+		    strcmp(m->name, me->self.name) == 0)
+			continue;
+		if (strcmp(m->name, me->last_leader) != 0 && m->role != HA_ROLE_PRIMARY)
+			continue;
+		say(why, len,
+		    "the probe of %s timed out: it may still be a writable primary until its lease "
+		    "has expired and its fence guard has fired (%" PRId64 " ms)",
+		    m->name, me->last_leader_safe_ms - now);
+		return m;
+	}
+	return NULL;
+}
+
 /* No leader key (rules 3, 4, 5 and manual FAILOVER without a leader). */
 static HaAction decide_election(const HaCluster *c, const HaLocal *me, int64_t now,
 				const HaTimings *t, HaDecision *out)
@@ -546,6 +577,11 @@ static HaAction decide_election(const HaCluster *c, const HaLocal *me, int64_t n
 			      " ms)",
 			      t->probe_ms);
 
+	if (timed_out_primary(c, me, now, why, sizeof(why))) {
+		out->elig = HA_ELIG_PRIMARY_ALIVE;
+		out->wake_ms = min64(out->wake_ms, me->last_leader_safe_ms);
+		return decide(out, HA_ACT_WAIT_PRIMARY_ALIVE, "no leader, but %s", why);
+	}
 	if (manual)
 		flags = HA_ELIG_F_MANUAL | (fo->force ? HA_ELIG_F_FORCE : 0);
 	e = ha_rules_eligible(c, self, t, flags, why, sizeof(why));

@@ -158,6 +158,16 @@ typedef struct HaLocal {
 	int upstream_port;
 	HaLease lease;
 	int64_t probes_done_ms; /* no leader: when the probes finished; 0 = not yet */
+	/*
+	 * A probe that times out is not proof that a primary is gone while its fence guard cannot
+	 * have fired yet. Bit i: my last probe of c->members[i] timed out (no answer at all, as
+	 * opposed to a refusal or an error). Such a member, when it was the last leader or says it
+	 * is a primary, counts as a live primary until last_leader_safe_ms.
+	 */
+	uint32_t probe_timed_out;
+	char last_leader[HA_NAME_MAX]; /* who held the leader key last; "" = none seen */
+	int64_t last_leader_safe_ms;   /* when its lease has expired and its fence guard has fired
+					* at the latest (its last renewal seen + L); 0 = unknown */
 } HaLocal;
 
 typedef struct HaDecision {

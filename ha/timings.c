@@ -10,6 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* the guard's stop lands before the lease can expire, and after the agent's own fence budget */
+_Static_assert(HA_GUARD_EFFECT_MS <= HA_GUARD_MARGIN_MS, "the fence guard acts too late");
+_Static_assert(HA_GUARD_MARGIN_MS <= HA_FENCE_MARGIN_MS, "the fence guard preempts the fence");
+
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
 	if (v < lo)
@@ -233,6 +237,14 @@ bool ha_timings_validate(const HaTimings *t, char *err, size_t errlen)
 			 R + T + F + HA_FENCE_MARGIN_MS, L);
 		return false;
 	}
+	if (R + T + HA_GUARD_MARGIN_MS > L) {
+		snprintf(err, errlen,
+			 "renew_interval + retry_timeout + the fence guard margin %d ms must not "
+			 "exceed lease_ttl: %" PRId64 " + %" PRId64 " + %d = %" PRId64 " ms > %" PRId64
+			 " ms",
+			 HA_GUARD_MARGIN_MS, R, T, HA_GUARD_MARGIN_MS, R + T + HA_GUARD_MARGIN_MS, L);
+		return false;
+	}
 	if (R + t->restart_ms > L) {
 		snprintf(err, errlen,
 			 "renew_interval + restart_timeout must not exceed lease_ttl: %" PRId64
@@ -252,6 +264,11 @@ bool ha_timings_validate(const HaTimings *t, char *err, size_t errlen)
 		return false;
 	}
 	return true;
+}
+
+int64_t ha_timings_guard_delay(const HaTimings *t)
+{
+	return t->lease_ttl_ms - HA_GUARD_MARGIN_MS;
 }
 
 int64_t ha_timings_lease_ttl_s(const HaTimings *t)

@@ -21,6 +21,9 @@
 #define HA_LEASE_TTL_MIN_MS 2000  /* etcd raises a TTL of 1 s to 2 s */
 #define HA_RANK_STEP_MS 200       /* rule 5: rank k waits k x 200 ms */
 #define HA_PROMOTE_MIN_MS 1000    /* a derived promote budget is at least this */
+/* The fence guard (ha/fence_guard.h) stops the local PostgreSQL at last_ok_sent + L - M. */
+#define HA_GUARD_MARGIN_MS 1000 /* M: the guard's safety margin before the lease expires */
+#define HA_GUARD_EFFECT_MS 500  /* guard wake-up + SIGQUIT + backends gone, allowed within M */
 
 /* A complete set of HA timings, all in milliseconds except pg_rpo (bytes). */
 typedef struct HaTimings {
@@ -70,10 +73,18 @@ bool ha_timings_derive_overrides(int pg_rto_s, int64_t pg_rpo, const HaTimingOve
 
 /*
  * Check a complete set: every value positive, the lease TTL whole seconds and >= 2 s, and
- *   R + 2T <= L,  R + T + F + 1 s <= L,  R + S <= L,  L + 0.5 s + P + X <= pg_rto.
+ *   R + 2T <= L,  R + T + F + 1 s <= L,  R + S <= L,  L + 0.5 s + P + X <= pg_rto,
+ *   R + T + M <= L (the fence guard never fires while a renewal may still succeed).
  * Returns false with a message naming the first broken rule and its numbers.
  */
 bool ha_timings_validate(const HaTimings *t, char *err, size_t errlen) _MUSTCHECK;
+
+/*
+ * The fence guard's delay: it stops PostgreSQL this long after the send time of the last
+ * successful keepalive (L - M), so that the stop has taken effect (HA_GUARD_EFFECT_MS) before
+ * the lease can expire, and no earlier than the agent's own fence has had its budget F.
+ */
+int64_t ha_timings_guard_delay(const HaTimings *t);
 
 /* The TTL to ask etcd for, in whole seconds. */
 int64_t ha_timings_lease_ttl_s(const HaTimings *t);

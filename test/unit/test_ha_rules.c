@@ -940,6 +940,64 @@ static void test_decide_election_race(void **state)
 	assert_int_equal(d.delay_ms, 0);
 }
 
+static int member_index(const HaCluster *c, const char *name)
+{
+	for (int i = 0; i < c->n_members; i++)
+		if (strcmp(c->members[i].name, name) == 0)
+			return i;
+	fail_msg("no member %s", name);
+	return -1;
+}
+
+/*
+ * A probe that timed out is not proof that the old primary is gone: it counts as alive until
+ * the old leader's lease has expired and its fence guard has fired (last_leader_safe_ms);
+ * a refused probe, or a replica whose probe timed out, does not hold the election up.
+ */
+static void test_decide_election_probe_timeout(void **state)
+{
+	static HaCluster c;
+	HaLocal me;
+	HaDecision d;
+	int i;
+
+	election_setup(&c, &me, "pg-2");
+	i = member_index(&c, "pg-1");
+	mem(&c, "pg-1")->down_cause = HA_DOWN_UNREACHABLE;
+	snprintf(me.last_leader, sizeof(me.last_leader), "pg-1");
+	me.last_leader_safe_ms = NOW + 2000;
+	/* refused (no timeout bit): the old primary is gone, race at once */
+	assert_int_equal(run(&c, &me, NOW, &d), HA_ACT_RACE);
+	/* timed out: wait until the guard must have fired, and wake up then */
+	me.probe_timed_out = UINT32_C(1) << i;
+	assert_int_equal(run(&c, &me, NOW, &d), HA_ACT_WAIT_PRIMARY_ALIVE);
+	assert_int_equal(d.elig, HA_ELIG_PRIMARY_ALIVE);
+	assert_int_equal(d.wake_ms, NOW + 2000);
+	assert_string_equal(d.reason,
+			    "no leader, but the probe of pg-1 timed out: it may still be a writable "
+			    "primary until its lease has expired and its fence guard has fired "
+			    "(2000 ms)");
+	assert_int_equal(run(&c, &me, NOW + 1999, &d), HA_ACT_WAIT_PRIMARY_ALIVE);
+	/* from the safe time on, the timeout counts as down (inclusive) */
+	assert_int_equal(run(&c, &me, NOW + 2000, &d), HA_ACT_RACE);
+	/* unknown safe time: the old rule */
+	me.last_leader_safe_ms = 0;
+	assert_int_equal(run(&c, &me, NOW, &d), HA_ACT_RACE);
+	/* a member that was not the leader and says it is a replica: its timeout is no primary */
+	me.last_leader_safe_ms = NOW + 2000;
+	snprintf(me.last_leader, sizeof(me.last_leader), "pg-9");
+	mem(&c, "pg-1")->role = HA_ROLE_REPLICA;
+	assert_int_equal(run(&c, &me, NOW, &d), HA_ACT_RACE);
+	/* ... but one that says it is a primary is */
+	mem(&c, "pg-1")->role = HA_ROLE_PRIMARY;
+	assert_int_equal(run(&c, &me, NOW, &d), HA_ACT_WAIT_PRIMARY_ALIVE);
+	/* my own bit is never a reason */
+	mem(&c, "pg-1")->role = HA_ROLE_REPLICA;
+	snprintf(me.last_leader, sizeof(me.last_leader), "pg-2");
+	me.probe_timed_out = UINT32_C(1) << member_index(&c, "pg-2");
+	assert_int_equal(run(&c, &me, NOW, &d), HA_ACT_RACE);
+}
+
 static void test_decide_election_wait(void **state)
 {
 	static HaCluster c;
@@ -1171,6 +1229,7 @@ int main(void)
 	    cmocka_unit_test(test_decide_demote_and_rewind),
 	    cmocka_unit_test(test_decide_election_race),
 	    cmocka_unit_test(test_decide_election_wait),
+	    cmocka_unit_test(test_decide_election_probe_timeout),
 	    cmocka_unit_test(test_decide_election_local_pg),
 	    cmocka_unit_test(test_decide_election_manual),
 	    cmocka_unit_test(test_route_primary),

@@ -83,6 +83,11 @@ static void test_all_rto_valid(void **state)
 		assert_true(R + 2 * T <= L);
 		assert_true(R + T + F + 1000 <= L);
 		assert_true(R + t.restart_ms <= L);
+		/* the fence guard: its stop has landed before the lease can expire, it never fires
+		 * while a renewal may still succeed, nor before the agent's own fence had F */
+		assert_true(ha_timings_guard_delay(&t) + HA_GUARD_EFFECT_MS <= L);
+		assert_true(R + T <= ha_timings_guard_delay(&t));
+		assert_true(L - F - 1000 + F <= ha_timings_guard_delay(&t));
 		assert_true(L + 500 + t.probe_ms + t.promote_ms <= t.pg_rto_ms);
 		assert_int_equal(L % 1000, 0);
 		assert_true(L >= 2000);
