@@ -32,6 +32,25 @@ static Listener listeners[MAX_LISTENERS];
 static int n_listeners;
 static char unix_path[108];
 
+/*
+ * When the process runs out of descriptors (or the kernel of memory), accept() fails at once
+ * every time the loop polls a listener that still has connections queued: without a pause the
+ * loop spins and logs at full speed. So every listener rests for ACCEPT_BACKOFF_SEC, the
+ * failure is logged once per pause with a count, and the queued connections wait in the
+ * kernel's backlog meanwhile (as PgBouncer does).
+ */
+#define ACCEPT_BACKOFF_SEC 1
+static struct event *accept_backoff_ev;
+static bool accept_resting;
+static unsigned long accept_failures;
+
+static void listeners_rest(void);
+
+static bool accept_error_is_resource(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
 static void accept_cb(evutil_socket_t fd, short what, void *arg)
 {
 	Listener *l = arg;
@@ -47,6 +66,15 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
 			    errno == ECONNABORTED)
 				return;
+			if (accept_error_is_resource(errno)) {
+				accept_failures++;
+				if (!accept_resting)
+					log_msg_errno(LOG_LVL_WARNING,
+						      "accept failed; not accepting connections for %d s",
+						      ACCEPT_BACKOFF_SEC);
+				listeners_rest();
+				return;
+			}
 			log_msg_errno(LOG_LVL_WARNING, "accept failed");
 			return;
 		}
@@ -69,6 +97,36 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		client_accept(cfd, &pa);
 	}
+}
+
+static void accept_backoff_cb(evutil_socket_t fd, short what, void *arg)
+{
+	accept_resting = false;
+	if (accept_failures > 1)
+		log_info("accepting connections again (%lu accept failures while resting)",
+			 accept_failures);
+	accept_failures = 0;
+	for (int i = 0; i < n_listeners; i++)
+		if (event_add(listeners[i].ev, NULL) < 0)
+			log_error("could not watch a listening socket again");
+}
+
+/* Stop watching every listener for ACCEPT_BACKOFF_SEC (see accept_error_is_resource). */
+static void listeners_rest(void)
+{
+	struct timeval tv = { ACCEPT_BACKOFF_SEC, 0 };
+
+	if (accept_resting)
+		return;
+	if (!accept_backoff_ev)
+		accept_backoff_ev = evtimer_new(pooler_base, accept_backoff_cb, NULL);
+	if (!accept_backoff_ev || evtimer_add(accept_backoff_ev, &tv) < 0) {
+		log_error("could not arm the accept back-off timer");
+		return;
+	}
+	accept_resting = true;
+	for (int i = 0; i < n_listeners; i++)
+		event_del(listeners[i].ev);
 }
 
 static bool listener_add(int fd, int family)
@@ -186,6 +244,11 @@ bool listener_start(void)
 
 void listener_stop(void)
 {
+	if (accept_backoff_ev) {
+		event_free(accept_backoff_ev);
+		accept_backoff_ev = NULL;
+	}
+	accept_resting = false;
 	for (int i = 0; i < n_listeners; i++) {
 		event_free(listeners[i].ev);
 		close(listeners[i].fd);

@@ -78,6 +78,8 @@ typedef struct Client {
 	bool cancel_only;	 /* a CancelRequest connection: closed without a log line */
 	bool scram_done;	 /* authenticated by SCRAM (ClientKey known) */
 	bool ps_used;		 /* has sent a named Parse: its links track prepared statements */
+	bool ssl_requested;	 /* answered an SSLRequest (one per connection, as PostgreSQL) */
+	bool gss_requested;	 /* answered a GSSENCRequest (likewise) */
 	uint16_t expected_z;	 /* ReadyForQuery messages still owed to the client */
 	PgAddr addr;
 	uint32_t cancel_id;	 /* BackendKeyData we issued: pid ... */

@@ -291,6 +291,19 @@ static Database *admin_db_new(const char *name)
 	return db;
 }
 
+Database *database_peek(const char *name, bool *known)
+{
+	Database *db = database_find(name);
+
+	if (db) {
+		*known = !db->db_dead;
+		return *known ? db : NULL;
+	}
+	/* config_find_database() answers the "*" entry for any other name */
+	*known = config_find_database(cfg, name) != NULL;
+	return NULL;
+}
+
 Database *database_lookup(const char *name)
 {
 	Database *db = database_find(name);
@@ -642,7 +655,8 @@ void pool_release_server(Server *s)
 	s->sbuf.bytes_in = NULL;
 	s->idle_since = get_cached_time();
 	if (s->close_needed || p->db->db_dead) {
-		disconnect_server(s, "server released after RECONNECT or RELOAD");
+		disconnect_server(s, "server released after RECONNECT, RELOAD or a change that makes it "
+				  "unfit for reuse");
 		return;
 	}
 	if (cfg->server_lifetime > 0 && s->idle_since - s->connect_time > cfg->server_lifetime) {

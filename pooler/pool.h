@@ -25,6 +25,11 @@ void pool_global_cleanup(void);
 usec_t get_cached_time(void);
 
 /* Lookups; NULL when the name is not configured (and no "*" fallback applies). */
+/* The database a startup packet names, without creating it: *known says whether the name
+ * resolves (a [databases] entry, the "*" entry, or a database in use); the result is the
+ * existing object or NULL. Auto-databases ("*") are only created by database_lookup() once the
+ * client has authenticated, so unauthenticated startups cannot make the pooler allocate. */
+Database *database_peek(const char *name, bool *known);
 Database *database_lookup(const char *name);
 User *user_lookup_or_create(const char *name);
 Pool *pool_lookup_or_create(Database *db, User *user);

@@ -65,6 +65,23 @@ static bool reg_grow(void)
 	return true;
 }
 
+/*
+ * The name a statement carries on servers: PGPILOT_<id>_<64 random bits>. SQL can reach any
+ * name (PREPARE, EXECUTE, DEALLOCATE), so the random part keeps a client from creating, ahead
+ * of time, a statement under a name pgpilot will use later on that server; names that already
+ * exist are visible in pg_prepared_statements, which is why a server where a client ran
+ * PREPARE or DEALLOCATE is not reused (see ps_tag_names_statement()).
+ */
+static void ps_make_server_name(PsStmt *st)
+{
+	uint64_t salt = 0;
+
+	if (!random_bytes((uint8_t *)&salt, sizeof(salt)))
+		salt = ps_hash((const uint8_t *)&st->id, sizeof(st->id));
+	snprintf(st->server_name, sizeof(st->server_name), "PGPILOT_%llu_%016llx",
+		 (unsigned long long)st->id, (unsigned long long)salt);
+}
+
 PsStmt *ps_stmt_intern(const uint8_t *body, uint32_t len)
 {
 	uint64_t h = ps_hash(body, len);
@@ -88,8 +105,7 @@ PsStmt *ps_stmt_intern(const uint8_t *body, uint32_t len)
 	st->id = reg_next_id++;
 	st->refs = 1;
 	st->body_len = len;
-	snprintf(st->server_name, sizeof(st->server_name), "PGPILOT_%llu",
-		 (unsigned long long)st->id);
+	ps_make_server_name(st);
 	memcpy(st->body, body, len);
 	st->hnext = reg_tab[h & (reg_size - 1)];
 	reg_tab[h & (reg_size - 1)] = st;
@@ -620,13 +636,26 @@ void ps_build_empty(PktBuf *pb, uint8_t type)
 	pktbuf_finish(pb);
 }
 
+/* Strip the terminating NUL a tag may come with. */
+static size_t ps_tag_len(const char *tag, size_t len)
+{
+	while (len && tag[len - 1] == 0)
+		len--;
+	return len;
+}
+
+bool ps_tag_names_statement(const char *tag, size_t len)
+{
+	len = ps_tag_len(tag, len);
+	return (len == 7 && memcmp(tag, "PREPARE", 7) == 0) ||
+	       (len == 10 && memcmp(tag, "DEALLOCATE", 10) == 0);
+}
+
 bool ps_tag_drops_all(const char *tag, size_t len)
 {
 	static const char *const tags[] = { "DISCARD ALL", "DEALLOCATE ALL" };
 
-	/* the tag may come with or without its terminating NUL */
-	while (len && tag[len - 1] == 0)
-		len--;
+	len = ps_tag_len(tag, len);
 	for (size_t i = 0; i < ARRAY_SIZE(tags); i++)
 		if (strlen(tags[i]) == len && memcmp(tag, tags[i], len) == 0)
 			return true;

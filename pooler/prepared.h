@@ -18,8 +18,8 @@
 
 #include <stddef.h>
 
-/* Server-side names look like PGPILOT_<id>; NAMEDATALEN is 64 in PostgreSQL. */
-#define PS_SERVER_NAME_LEN 32
+/* Server-side names look like PGPILOT_<id>_<16 hex digits>; NAMEDATALEN is 64 in PostgreSQL. */
+#define PS_SERVER_NAME_LEN 48
 
 /* One distinct statement: the Parse body after the name (query, parameter count and types).
  * Shared by every client that parses the same thing; refcounted (client maps, server sets and
@@ -190,5 +190,8 @@ void ps_build_empty(PktBuf *pb, uint8_t type);
 
 /* Does a CommandComplete tag say the session's prepared statements are gone? */
 bool ps_tag_drops_all(const char *tag, size_t len);
+/* Is a CommandComplete tag "PREPARE" or "DEALLOCATE": SQL that created or dropped one named
+ * statement, which may be one of pgpilot's? */
+bool ps_tag_names_statement(const char *tag, size_t len);
 
 #endif

@@ -29,9 +29,27 @@ typedef struct IoBuf {
 } IoBuf;
 
 typedef struct OutQueue {
-	uint32_t pos, len, cap;
+	size_t pos, len, cap;
 	uint8_t data[];
 } OutQueue;
+
+/*
+ * Bounds on what a peer can make the pooler hold (style.md item 35).
+ * - Generated output: a socket whose output queue holds more than SBUF_OUTQ_SOFT_LIMIT bytes
+ *   stops the processing of every message that could add to it (its own input, and the input
+ *   of its linked peer) until it drains; sbuf_send() refuses to grow a queue beyond
+ *   SBUF_OUTQ_HARD_LIMIT, which only a single enormous generated reply could reach.
+ * - Held messages: a message the owner needs whole (SB_NEED_FULL) may be at most max_hold
+ *   bytes (SBUF_HOLD_LIMIT unless the owner sets a lower one); a larger one ends the
+ *   connection with SBUF_REASON_TOO_LARGE.
+ */
+#define SBUF_OUTQ_SOFT_LIMIT (128u * 1024u)
+#define SBUF_OUTQ_HARD_LIMIT (256u * 1024u * 1024u)
+#define SBUF_HOLD_LIMIT (64u * 1024u * 1024u)
+
+/* Reasons sbuf gives to on_close for protocol violations (compare the pointers). */
+extern const char SBUF_REASON_BAD_LENGTH[];
+extern const char SBUF_REASON_TOO_LARGE[];
 
 typedef enum SbufAction {
 	SB_FORWARD,	 /* pass the message to the peer */
@@ -80,6 +98,7 @@ typedef struct Sbuf {
 	short ev_flags;		/* events currently registered */
 	bool ev_set;		/* event assigned */
 	uint32_t max_packet;	/* max_packet_size for this side; 0 = 2^31-1 */
+	uint32_t max_hold;	/* largest message held whole; 0 = SBUF_HOLD_LIMIT */
 	bool closed;
 	bool close_reported;	/* on_close already ran */
 	bool connecting;	/* non-blocking connect in progress */
@@ -87,6 +106,7 @@ typedef struct Sbuf {
 	bool paused;		/* handler returned SB_PAUSE */
 	bool flush_blocked;	/* forwarded bytes wait for dst to drain: not reading */
 	bool buf_full;		/* receive buffer full and nothing can move: not reading */
+	bool out_blocked;	/* own output queue over the soft limit: not processing input */
 	bool reading_paused;	/* owner stopped reading (sbuf_pause_reading) */
 	bool startup;		/* startup framing for the next message */
 	bool in_process;	/* reentrancy guard */
@@ -111,7 +131,8 @@ void sbuf_link(Sbuf *a, Sbuf *b);
 void sbuf_unlink(Sbuf *a);
 
 /* Queue bytes the pooler generated; sent before anything forwarded later. False if the socket
- * is gone or memory ran out. */
+ * is gone, memory ran out or the queue would pass SBUF_OUTQ_HARD_LIMIT: the caller ends the
+ * connection. */
 bool sbuf_send(Sbuf *sb, const void *data, size_t len);
 /* Resume a paused (SB_PAUSE) socket: scan the buffered data again. */
 void sbuf_continue(Sbuf *sb);
@@ -136,6 +157,12 @@ void sbuf_drop_unflushed(Sbuf *sb);
 /* Stop or restart reading a socket (PAUSE of a client, for instance). */
 void sbuf_pause_reading(Sbuf *sb);
 void sbuf_resume_reading(Sbuf *sb);
+
+/* The largest message this socket holds whole (SB_NEED_FULL). */
+static inline uint32_t sbuf_hold_limit(const Sbuf *sb)
+{
+	return sb->max_hold && sb->max_hold < SBUF_HOLD_LIMIT ? sb->max_hold : SBUF_HOLD_LIMIT;
+}
 
 /* I/O buffers in use / free, for SHOW MEM and SHOW LISTS. */
 int sbuf_buffers_used(void);

@@ -30,6 +30,7 @@
 static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const uint8_t *pkt,
 				   uint32_t avail);
 static void server_close_cb(Sbuf *sb, const char *reason);
+static bool server_send_own_query(Server *s, const char *sql);
 static void server_flushed_cb(Sbuf *sb);
 static void server_release_cb(Sbuf *sb);
 
@@ -542,6 +543,9 @@ static void server_login_done(Server *s)
 	Pool *p = s->pool;
 
 	s->ready = true;
+	/* a fresh server counts as just used: server_check_delay and server_idle_timeout run from
+	 * its login, not from the epoch (it was closed as idle, or checked, at once) */
+	s->idle_since = get_cached_time();
 	p->last_login_failed = false;
 	p->last_connect_failed_time = 0;
 	if (!p->have_welcome) {
@@ -560,16 +564,10 @@ static void server_login_done(Server *s)
 	}
 	slog_server(LOG_LVL_DEBUG, s, "login done");
 	if (p->db->cfg.connect_query && p->db->cfg.connect_query[0]) {
-		uint8_t tmp[4096];
-		PktBuf pb;
-
-		pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
-		pktbuf_write_query(&pb, p->db->cfg.connect_query);
-		if (pb.failed || !sbuf_send(&s->sbuf, pb.buf, pb.len)) {
+		if (!server_send_own_query(s, p->db->cfg.connect_query)) {
 			disconnect_server(s, "could not send connect_query");
 			return;
 		}
-		s->skip_z++;
 		s->connect_query_pending = true;
 		return;
 	}
@@ -625,17 +623,24 @@ static SbufAction server_handle_login(Server *s, uint8_t type, uint32_t total, c
 
 /* --- our own queries --- */
 
+/* Queue one of our own queries; its replies are swallowed. False when it could not be built or
+ * queued: the caller closes the server. */
 static bool server_send_own_query(Server *s, const char *sql)
 {
 	uint8_t tmp[2048];
 	PktBuf pb;
+	bool ok;
 
-	pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	if (strlen(sql) + 6 <= sizeof(tmp))
+		pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	else
+		pktbuf_init(&pb, strlen(sql) + 6);
 	pktbuf_write_query(&pb, sql);
-	if (pb.failed || !sbuf_send(&s->sbuf, pb.buf, pb.len))
-		return false;
-	s->skip_z++;
-	return true;
+	ok = !pb.failed && sbuf_send(&s->sbuf, pb.buf, pb.len);
+	pktbuf_cleanup(&pb);
+	if (ok)
+		s->skip_z++;
+	return ok;
 }
 
 /* Close the least recently used statements above max_prepared_statements, with one Sync whose
@@ -695,25 +700,30 @@ static void server_ps_link(Server *s)
 		server_ps_evict(s); /* keep the server's statements within the limit all the same */
 }
 
+/*
+ * Apply the client's tracked parameters to the server before its traffic. varcache_build_sync()
+ * records the values in the server's cache as it writes them, so a SET that is not sent must
+ * not leave that record behind: on any failure the server is closed, and its cache with it.
+ * Values are bounded by the startup packet and by the ParameterStatus messages they come from,
+ * so the buffer grows as needed.
+ */
 void server_sync_params(Server *s, Client *c)
 {
-	uint8_t sqlbuf[1536];
 	PktBuf sql;
 
 	server_ps_link(s);
 	if (s->state == SV_JUSTFREE)
 		return;
 
-	pktbuf_init_fixed(&sql, sqlbuf, sizeof(sqlbuf) - 1);
-	if (varcache_build_sync(&c->vars, &s->vars, &sql) == 0)
-		return;
-	if (sql.failed) {
-		slog_server(LOG_LVL_WARNING, s, "parameter values too long to apply");
+	pktbuf_init(&sql, 512);
+	if (varcache_build_sync(&c->vars, &s->vars, &sql) == 0) {
+		pktbuf_cleanup(&sql);
 		return;
 	}
-	sqlbuf[sql.len] = 0;
-	if (!server_send_own_query(s, (const char *)sqlbuf))
-		disconnect_server(s, "could not send parameter SET");
+	pktbuf_put_u8(&sql, 0);
+	if (sql.failed || !server_send_own_query(s, (const char *)sql.buf))
+		disconnect_server(s, "could not send the SET of tracked parameters");
+	pktbuf_cleanup(&sql);
 }
 
 bool server_needs_check(const Server *s)
@@ -863,6 +873,45 @@ static SbufAction server_handle_ready(Server *s, Client *c, const uint8_t *pkt)
 	return SB_FORWARD_STOP;
 }
 
+/* Can clients of this pool reach statements pgpilot prepared on its servers? */
+static inline bool server_shares_statements(const Server *s)
+{
+	return cfg->max_prepared_statements > 0 && pool_effective_mode(s->pool) != POOL_SESSION;
+}
+
+/*
+ * SQL-level PREPARE or DEALLOCATE on a shared server may have dropped or replaced a statement
+ * pgpilot prepared there (its names can be read from pg_prepared_statements), and an error
+ * saying a statement is missing or already there means pgpilot's picture of the server is
+ * wrong: either way the server must not serve another client, whose statement could run
+ * someone else's SQL. It is closed when released.
+ */
+static void server_distrust_statements(Server *s, const char *why)
+{
+	if (s->close_needed)
+		return;
+	s->close_needed = true;
+	slog_server(LOG_LVL_INFO, s, "%s: the server will be closed when released", why);
+}
+
+static void server_note_command_tag(Server *s, const uint8_t *pkt, uint32_t total)
+{
+	if (total > 5 && ps_tag_names_statement((const char *)pkt + 5, total - 5))
+		server_distrust_statements(s, "SQL PREPARE or DEALLOCATE ran on a shared server");
+}
+
+static void server_note_statement_error(Server *s, const uint8_t *pkt, uint32_t total)
+{
+	char sqlstate[6], msg[300];
+
+	if (!s->ps || !s->ps->count)
+		return;
+	error_fields(pkt, total, sqlstate, msg, sizeof(msg));
+	/* 26000 invalid_sql_statement_name, 42P05 duplicate_prepared_statement */
+	if (strcmp(sqlstate, "26000") == 0 || strcmp(sqlstate, "42P05") == 0)
+		server_distrust_statements(s, "the server's prepared statements differ from pgpilot's");
+}
+
 static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const uint8_t *pkt,
 				   uint32_t avail)
 {
@@ -917,9 +966,19 @@ static SbufAction server_packet_cb(Sbuf *sb, uint8_t type, uint32_t total, const
 			return SB_NEED_FULL;
 		server_note_parameter(s, pkt, total, false);
 		return SB_FORWARD;
+	case 'C':
+		if (unlikely(server_shares_statements(s))) {
+			if (avail < total)
+				return SB_NEED_FULL;
+			server_note_command_tag(s, pkt, total);
+		}
+		return SB_FORWARD;
 	case 'E':
+		if (avail < total)
+			return SB_NEED_FULL;
+		server_note_statement_error(s, pkt, total);
 		/* a FATAL error ends the server, not the client: keep it for the 08006 message */
-		if (avail >= total && error_is_fatal(pkt, total)) {
+		if (error_is_fatal(pkt, total)) {
 			char sqlstate[6], msg[300];
 
 			error_fields(pkt, total, sqlstate, msg, sizeof(msg));
