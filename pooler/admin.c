@@ -1598,10 +1598,30 @@ static bool cmd_suspend(Client *c, const AdminCmd *cmd, Database *db)
  * tcp_keep*) take effect only where the core reads cfg again; a pooler_option_changed(opt)
  * hook in main.c, called here, could reopen logs or re-run varcache_set_tracked().
  */
+/*
+ * Options that decide who gets in, with which powers, and what is logged or encrypted: a change
+ * from the console is logged as a WARNING with who made it and the old and new values, so that
+ * it stands out in the log (a RELOAD is an operator's act on the file; SET is a live session's).
+ */
+static bool is_security_option(const char *name)
+{
+	static const char *const names[] = {
+		"auth_type",	      "auth_file",	   "admin_users",	 "stats_users",
+		"logfile",	      "syslog",		   "syslog_ident",	 "syslog_facility",
+		"log_connections",    "log_disconnections", "log_pooler_errors", "client_tls_sslmode",
+		"server_tls_sslmode",
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
 static bool cmd_set(Client *c, const AdminCmd *cmd, Database *db)
 {
 	const ConfigOption *opt = config_find_option(cmd->object);
-	char err[512] = "", value[1024], tag[1200];
+	char err[512] = "", value[1024], old[1024], tag[1200], abuf[64];
 
 	if (!opt)
 		return admin_error(c, "42704", "unrecognized configuration parameter \"%s\"",
@@ -1610,11 +1630,17 @@ static bool cmd_set(Client *c, const AdminCmd *cmd, Database *db)
 		return admin_error(c, "55P02",
 				   "parameter \"%s\" cannot be changed without restarting pgpilot",
 				   opt->name);
+	config_format_option(cfg, opt, old, sizeof(old));
 	if (!config_set_option(cfg, opt, cmd->arg, err, sizeof(err)))
 		return admin_error(c, "22023", "%s",
 				   err[0] ? err : "invalid value for the parameter");
 	config_format_option(cfg, opt, value, sizeof(value));
 	slog_client(LOG_LVL_INFO, c, "admin command: SET %s = '%s'", opt->name, value);
+	if (is_security_option(opt->name))
+		log_warning("security setting %s changed from '%s' to '%s' by admin user \"%s\" from "
+			    "%s on the admin console",
+			    opt->name, old, value, c->user ? c->user->name : "?",
+			    pgaddr_str(&c->addr, abuf, sizeof(abuf)));
 	snprintf(tag, sizeof(tag), "SET %s=%s", opt->name, value);
 	return admin_ok(c, tag, err[0] ? err : NULL);
 }

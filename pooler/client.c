@@ -199,14 +199,46 @@ static const User *client_auth_user(Client *c)
 	return user_lookup_or_create(c->login->user);
 }
 
+/*
+ * Send an Authentication request whose data (a SCRAM message: its size follows the client's
+ * nonce and the verifier's salt) is <len> bytes. False when the client was disconnected: a
+ * message that cannot be built or sent ends the login with an error, never silently.
+ */
 static bool client_send_auth_request(Client *c, uint32_t code, const void *data, size_t len)
 {
-	uint8_t tmp[128];
 	PktBuf pb;
+	bool ok;
 
-	pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
+	if (len > STARTUP_MAX_LEN) {
+		disconnect_client(c, "08P01", "authentication message too long");
+		return false;
+	}
+	pktbuf_init(&pb, len + 16);
 	pktbuf_write_auth_request(&pb, code, data, len);
-	return CLIENT_SEND_BUILT(c, pb);
+	if (pb.failed) {
+		pktbuf_cleanup(&pb);
+		slog_client(LOG_LVL_WARNING, c, "could not build an authentication request");
+		disconnect_client(c, "53200", "out of memory");
+		return false;
+	}
+	ok = client_send(c, pb.buf, pb.len);
+	pktbuf_cleanup(&pb);
+	return ok;
+}
+
+/*
+ * A SCRAM secret above SCRAM_MAX_ITERATIONS would make every check of it cost the event loop
+ * that many PBKDF2 rounds: the user's logins are refused, with a log line that says why. The
+ * client sees an ordinary authentication failure.
+ */
+static bool client_scram_too_costly(Client *c, const User *u)
+{
+	if (!u || u->kind != SECRET_SCRAM || u->scram.iterations <= SCRAM_MAX_ITERATIONS)
+		return false;
+	slog_client(LOG_LVL_WARNING, c,
+		    "login refused for user \"%s\": its SCRAM secret has %d iterations, more than the "
+		    "limit of %d", c->login->user, u->scram.iterations, SCRAM_MAX_ITERATIONS);
+	return true;
 }
 
 static void client_auth_failed(Client *c)
@@ -276,6 +308,7 @@ static void client_start_auth(Client *c)
 	ClientLogin *lg = c->login;
 	const User *u;
 	int method = cfg->auth_type;
+	bool refused;
 
 	if (c->admin && (method == AUTH_TRUST || method == AUTH_ANY)) {
 		client_authenticated(c);
@@ -298,6 +331,8 @@ static void client_start_auth(Client *c)
 	/* md5 with a SCRAM verifier must use SCRAM, as PostgreSQL does */
 	if (method == AUTH_MD5 && u && u->kind == SECRET_SCRAM)
 		method = AUTH_SCRAM;
+	/* logged here; SCRAM then runs against a mock secret, a password check fails */
+	refused = client_scram_too_costly(c, u);
 	lg->auth_method = method;
 	if (method == AUTH_PLAIN) {
 		client_send_auth_request(c, AUTH_REQ_PASSWORD, NULL, 0);
@@ -311,24 +346,19 @@ static void client_start_auth(Client *c)
 		static const char mech[] = SCRAM_MECHANISM "\0";
 		ScramSecret secret;
 
-		if (u && u->kind == SECRET_SCRAM) {
+		if (u && u->kind == SECRET_SCRAM && !refused) {
 			secret = u->scram;
 		} else if (u && u->kind == SECRET_PLAIN) {
-			if (!scram_secret_from_password(u->secret, &secret)) {
+			/* derived once per user and password, then served from the key cache */
+			if (!scram_secret_for_user(lg->user, u->secret, &secret)) {
 				disconnect_client(c, "58000", "could not derive a SCRAM secret");
 				return;
 			}
-		} else {
-			/* unknown user or an md5 secret: run the exchange and fail at the end, so
-			 * that a client cannot tell which users exist */
-			memset(&secret, 0, sizeof(secret));
-			secret.iterations = 4096;
-			secret.salt_len = 16;
-			if (RAND_bytes(secret.salt, 16) != 1 ||
-			    RAND_bytes(secret.stored_key, SCRAM_KEY_LEN) != 1) {
-				disconnect_client(c, "58000", "could not generate random data");
-				return;
-			}
+		} else if (!scram_mock_secret(lg->user, &secret)) {
+			/* unknown user, an md5 secret or a refused one: the exchange runs and fails at
+			 * the end, so that a client cannot tell which users exist */
+			disconnect_client(c, "58000", "could not generate random data");
+			return;
 		}
 		scram_server_init(&lg->scram, &secret);
 		lg->scram_started = true;
@@ -356,6 +386,9 @@ static bool client_check_plain(const User *u, const char *user, const char *pass
 		char *m1 = NULL, *m2 = NULL, *m3 = NULL, *m4 = NULL;
 		bool ok;
 
+		/* refused (and logged) in client_start_auth: no PBKDF2 of that cost on the loop */
+		if (u->scram.iterations > SCRAM_MAX_ITERATIONS)
+			return false;
 		/* run both sides of SCRAM in memory: the password is right if the proof verifies */
 		scram_server_init(&probe, &u->scram);
 		scram_client_init_password(&cl, password);
@@ -394,10 +427,12 @@ static void client_handle_password(Client *c, const uint8_t *pkt, uint32_t total
 		}
 		if (lg->auth_method == AUTH_PLAIN) {
 			ok = client_check_plain(u, lg->user, pw);
-			if (ok && u->kind == SECRET_PLAIN)
+			if (ok && u->kind == SECRET_PLAIN) {
 				; /* the server can use the stored password */
-			else if (ok)
-				lg->password = strdup(pw);
+			} else if (ok && !(lg->password = strdup(pw))) {
+				disconnect_client(c, "53200", "out of memory");
+				return;
+			}
 		} else if (u && (u->kind == SECRET_PLAIN || u->kind == SECRET_MD5)) {
 			char md5secret[MD5_PASSWD_LEN + 1];
 			const char *sec = u->secret;

@@ -1,6 +1,8 @@
 /* pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
  *
  * Log lines to stderr, an optional logfile (reopened on RELOAD so logrotate works) and syslog.
+ * The writer escapes control bytes and malformed UTF-8 in every formatted message (log_escape),
+ * so that nothing a client sends can start a new line or drive a terminal.
  */
 #include "pooler/log.h"
 
@@ -68,16 +70,94 @@ void log_close(void)
 	log_syslog = false;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF), or 0 when the bytes there are not one. */
+static size_t utf8_seq_len(const unsigned char *p, size_t avail)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (avail < n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+size_t log_escape(char *dst, size_t cap, const char *src)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)src;
+	size_t len = strlen(src), o = 0;
+
+	if (cap == 0)
+		return 0;
+	for (size_t i = 0; i < len;) {
+		char esc[4];
+		size_t n = utf8_seq_len(p + i, len - i), elen = 0;
+
+		/* printable ASCII, and UTF-8 characters other than the C1 controls U+0080-U+009F */
+		if ((p[i] >= 0x20 && p[i] < 0x7f) || (n > 0 && !(p[i] == 0xc2 && p[i + 1] < 0xa0))) {
+			if (n == 0)
+				n = 1;
+			if (o + n >= cap)
+				break;
+			memcpy(dst + o, p + i, n);
+			o += n;
+			i += n;
+			continue;
+		}
+		esc[elen++] = '\\';
+		if (p[i] == '\n') {
+			esc[elen++] = 'n';
+		} else if (p[i] == '\r') {
+			esc[elen++] = 'r';
+		} else if (p[i] == '\t') {
+			esc[elen++] = 't';
+		} else {
+			esc[elen++] = 'x';
+			esc[elen++] = hex[p[i] >> 4];
+			esc[elen++] = hex[p[i] & 0xf];
+		}
+		if (o + elen >= cap)
+			break;
+		memcpy(dst + o, esc, elen);
+		o += elen;
+		i++;
+	}
+	dst[o] = '\0';
+	return o;
+}
+
 void log_vmsg(LogLevel lvl, const char *fmt, va_list ap)
 {
-	char msg[2048], stamp[64];
+	char raw[2048], msg[4 * sizeof(raw)], stamp[64];
 	struct timeval tv;
 	struct tm tm;
 	int saved = errno;
 
 	if ((int)lvl > log_verbosity)
 		return;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	/* client-supplied names and values end up in messages: one line stays one line */
+	log_escape(msg, sizeof(msg), raw);
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);

@@ -3,6 +3,8 @@
  * Logging: one line per event, "YYYY-MM-DD HH:MM:SS.mmm UTC [pid] LEVEL message", to stderr,
  * a logfile and/or syslog. log_* for plain messages; log_*_errno appends strerror(errno)
  * (style.md rule 20). Connection-stamped variants live with the connection objects.
+ * Every message goes through log_escape() in the line writer, so a client-supplied name or value
+ * holding a newline or other control byte cannot forge or break a log line.
  */
 #ifndef PGPILOT_POOLER_LOG_H
 #define PGPILOT_POOLER_LOG_H
@@ -28,6 +30,14 @@ extern bool log_quiet;
  * opened; the previous destination is kept. */
 bool log_setup(const char *logfile, bool use_syslog, const char *ident, const char *facility) _MUSTCHECK;
 void log_close(void);
+
+/*
+ * Copy <src> into <dst> (<cap> bytes, always NUL-terminated) with control characters made
+ * visible: LF, CR and TAB as \n \r \t, other bytes below 0x20, DEL, the C1 controls U+0080-U+009F
+ * and bytes that are not well-formed UTF-8 as \xNN. Printable ASCII and other UTF-8 characters
+ * are kept. Stops at a whole escape when <dst> is full. Returns the length written.
+ */
+size_t log_escape(char *dst, size_t cap, const char *src);
 
 void log_msg(LogLevel lvl, const char *fmt, ...) _PRINTF(2, 3);
 void log_msg_errno(LogLevel lvl, const char *fmt, ...) _PRINTF(2, 3);

@@ -1,9 +1,11 @@
 /* pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
  *
  * auth_file reader: parses `"user" "secret"` lines, classifies each secret with
- * auth_secret_kind(), parses SCRAM verifiers, and sorts the result for bsearch lookups.
+ * auth_secret_kind(), parses SCRAM verifiers, and sorts the result for bsearch lookups. A file
+ * read in full empties the SCRAM key cache, so no key derived from a replaced secret is kept.
  */
 #include "pooler/userlist.h"
+#include "protocol/scram.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -114,6 +116,12 @@ static int parse_line(const char *path, int lineno, const char *line, Entry *e, 
 		wipe_free(secret);
 		return -1;
 	}
+	/* kept, so that the refusal at login names the user and the count */
+	if (e->u.kind == SECRET_SCRAM && e->u.scram.iterations > SCRAM_MAX_ITERATIONS)
+		config_warning(errs, path, lineno,
+			       "SCRAM secret for user \"%s\" has %d iterations, more than the limit "
+			       "of %d: that user's logins will be refused",
+			       name, e->u.scram.iterations, SCRAM_MAX_ITERATIONS);
 	return 1;
 }
 
@@ -206,6 +214,8 @@ bool userlist_load(const char *path, AuthUser **users, int *n_users, ConfigError
 	}
 	*users = res;
 	*n_users = out;
+	/* keys derived from the old file's passwords are not kept once it is replaced */
+	scram_key_cache_clear();
 	return true;
 }
 

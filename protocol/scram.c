@@ -3,7 +3,8 @@
  * SCRAM-SHA-256 message processing for both sides of the exchange, and the verifier format
  * PostgreSQL keeps in pg_authid ("SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>").
  * Parsing is strict: a message that deviates from RFC 5802 as PostgreSQL and libpq speak it is
- * refused with a message in `err`. Secrets are compared with CRYPTO_memcmp. See scram.h.
+ * refused with a message in `err`. Secrets are compared with CRYPTO_memcmp. PBKDF2 results are
+ * cached (bounded, keyed by a peppered HMAC) so a password is derived once per salt. See scram.h.
  */
 #include "protocol/scram.h"
 #include "protocol/base64.h"
@@ -52,25 +53,119 @@ static bool hmac256(const uint8_t *key, size_t keylen, const void *data, size_t 
 	return olen == SCRAM_KEY_LEN;
 }
 
+/* --- derived key cache ---
+ *
+ * PBKDF2 runs in the event loop, so each (password, salt, iteration count) is derived once and
+ * its ClientKey and ServerKey kept in a small table. An entry is found by an HMAC of those three
+ * under a random per-process pepper: the table holds no password, and nothing in it can be
+ * tested against a guess without the pepper. Least recently used entries make room.
+ */
+typedef struct KeyCacheEntry {
+	uint8_t id[SCRAM_KEY_LEN];
+	uint8_t client_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+	uint64_t last_used; /* 0: free slot */
+} KeyCacheEntry;
+
+static KeyCacheEntry key_cache[SCRAM_KEY_CACHE_SIZE];
+static uint64_t key_cache_clock;
+static uint8_t pepper[SCRAM_KEY_LEN];
+static bool have_pepper;
+static ScramKeyCacheStats key_cache_stats;
+
+static bool get_pepper(void)
+{
+	if (!have_pepper)
+		have_pepper = RAND_bytes(pepper, sizeof(pepper)) == 1;
+	return have_pepper;
+}
+
+/* HMAC(pepper, <tag> NUL len(a) a len(b) b n), lengths as 4 bytes: no two inputs meet. */
+static bool peppered_id(const char *tag, const void *a, size_t alen, const void *b, size_t blen,
+			uint32_t n, uint8_t out[SCRAM_KEY_LEN])
+{
+	size_t tlen = strlen(tag) + 1, len;
+	uint8_t *buf, *p;
+	bool ok;
+
+	if (!get_pepper() || alen > UINT32_MAX || blen > UINT32_MAX || alen > SIZE_MAX / 2 ||
+	    blen > SIZE_MAX / 2 - alen - tlen - 12)
+		return false;
+	len = tlen + 12 + alen + blen;
+	p = buf = malloc(len);
+	if (!buf)
+		return false;
+	memcpy(p, tag, tlen);
+	p += tlen;
+	put_be32(p, (uint32_t)alen);
+	memcpy(p + 4, a, alen);
+	p += 4 + alen;
+	put_be32(p, (uint32_t)blen);
+	memcpy(p + 4, b, blen);
+	p += 4 + blen;
+	put_be32(p, n);
+	ok = hmac256(pepper, sizeof(pepper), buf, len, out);
+	OPENSSL_cleanse(buf, len);
+	free(buf);
+	return ok;
+}
+
+void scram_key_cache_clear(void)
+{
+	OPENSSL_cleanse(key_cache, sizeof(key_cache));
+	key_cache_stats.entries = 0;
+}
+
+ScramKeyCacheStats scram_key_cache_stats(void)
+{
+	return key_cache_stats;
+}
+
 /*
  * ClientKey and ServerKey from a password. SASLprep: PostgreSQL (both server and libpq) leaves a
  * pure-ASCII password unchanged and uses the raw bytes whenever SASLprep fails. We always use
  * the raw bytes, so ASCII passwords (and non-ASCII ones already in normalised form without
  * characters SASLprep maps or prohibits) match PostgreSQL; a non-ASCII password that NFKC would
- * change derives different keys than PostgreSQL would.
+ * change derives different keys than PostgreSQL would. Served from the key cache when the same
+ * inputs were derived before; a failure to compute the cache id only skips the cache.
  */
 static bool keys_from_password(const char *password, const uint8_t *salt, size_t salt_len,
 			       int iterations, uint8_t client_key[SCRAM_KEY_LEN],
 			       uint8_t server_key[SCRAM_KEY_LEN])
 {
-	uint8_t salted[SCRAM_KEY_LEN];
-	bool ok;
+	uint8_t salted[SCRAM_KEY_LEN], id[SCRAM_KEY_LEN];
+	bool have_id, ok;
+	KeyCacheEntry *victim = &key_cache[0];
 
+	have_id = peppered_id("keys", password, strlen(password), salt, salt_len,
+			      (uint32_t)iterations, id);
+	for (size_t i = 0; have_id && i < SCRAM_KEY_CACHE_SIZE; i++) {
+		KeyCacheEntry *e = &key_cache[i];
+
+		if (e->last_used && CRYPTO_memcmp(e->id, id, SCRAM_KEY_LEN) == 0) {
+			e->last_used = ++key_cache_clock;
+			memcpy(client_key, e->client_key, SCRAM_KEY_LEN);
+			memcpy(server_key, e->server_key, SCRAM_KEY_LEN);
+			key_cache_stats.hits++;
+			return true;
+		}
+		if (e->last_used < victim->last_used)
+			victim = e;
+	}
+	key_cache_stats.derivations++;
 	ok = PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations,
 			       EVP_sha256(), SCRAM_KEY_LEN, salted) == 1 &&
 	     hmac256(salted, SCRAM_KEY_LEN, "Client Key", 10, client_key) &&
 	     hmac256(salted, SCRAM_KEY_LEN, "Server Key", 10, server_key);
 	OPENSSL_cleanse(salted, sizeof(salted));
+	if (ok && have_id) {
+		if (!victim->last_used)
+			key_cache_stats.entries++;
+		memcpy(victim->id, id, SCRAM_KEY_LEN);
+		memcpy(victim->client_key, client_key, SCRAM_KEY_LEN);
+		memcpy(victim->server_key, server_key, SCRAM_KEY_LEN);
+		victim->last_used = ++key_cache_clock;
+	}
 	return ok;
 }
 
@@ -246,6 +341,45 @@ bool scram_secret_from_password(const char *password, ScramSecret *out)
 	if (ok)
 		*out = s;
 	return ok;
+}
+
+bool scram_secret_for_user(const char *user, const char *password, ScramSecret *out)
+{
+	uint8_t client_key[SCRAM_KEY_LEN], salt[SCRAM_KEY_LEN];
+	ScramSecret s;
+	bool ok;
+
+	memset(&s, 0, sizeof(s));
+	s.iterations = DEFAULT_ITERATIONS;
+	s.salt_len = DEFAULT_SALT_LEN;
+	/* a salt fixed for this process, user and password: repeated logins hit the key cache */
+	if (!peppered_id("salt", user, strlen(user), password, strlen(password), 0, salt))
+		return false;
+	memcpy(s.salt, salt, s.salt_len);
+	ok = keys_from_password(password, s.salt, s.salt_len, s.iterations, client_key,
+				s.server_key) &&
+	     sha256(client_key, SCRAM_KEY_LEN, s.stored_key);
+	OPENSSL_cleanse(client_key, sizeof(client_key));
+	if (ok)
+		*out = s;
+	return ok;
+}
+
+bool scram_mock_secret(const char *user, ScramSecret *out)
+{
+	uint8_t salt[SCRAM_KEY_LEN];
+	ScramSecret s;
+
+	memset(&s, 0, sizeof(s));
+	s.iterations = DEFAULT_ITERATIONS;
+	s.salt_len = DEFAULT_SALT_LEN;
+	if (!peppered_id("mock", user, strlen(user), "", 0, 0, salt) ||
+	    RAND_bytes(s.stored_key, SCRAM_KEY_LEN) != 1 ||
+	    RAND_bytes(s.server_key, SCRAM_KEY_LEN) != 1)
+		return false;
+	memcpy(s.salt, salt, s.salt_len);
+	*out = s;
+	return true;
 }
 
 /* --- server side --- */

@@ -17,6 +17,15 @@
 
 #define SCRAM_MECHANISM "SCRAM-SHA-256"
 #define SCRAM_ERR_LEN 128
+/*
+ * The highest iteration count a verifier pgpilot checks passwords against may carry. PostgreSQL
+ * and PgBouncer default to 4096; each iteration costs the event loop about 0.2 us when pgpilot
+ * itself runs PBKDF2 (a clear-text password checked against a verifier), so 100000 is ~20 ms.
+ * Callers refuse users whose verifier is above it.
+ */
+#define SCRAM_MAX_ITERATIONS 100000
+/* Derived (ClientKey, ServerKey) pairs kept by the key cache (see scram_key_cache_stats). */
+#define SCRAM_KEY_CACHE_SIZE 256
 
 typedef enum ScramState {
 	SCRAM_INIT,	  /* nothing exchanged yet */
@@ -75,6 +84,31 @@ bool scram_client_first(ScramClient *c, char **out) _MUSTCHECK;
 bool scram_client_final(ScramClient *c, const char *server_first, size_t len, char **out) _MUSTCHECK;
 /* Verify the server-final-message (server signature). */
 bool scram_client_verify(ScramClient *c, const char *server_final, size_t len) _MUSTCHECK;
+
+/* --- verifiers and the derived key cache --- */
+
+/*
+ * A verifier for <user>'s clear-text <password>, for the server side of SCRAM: 4096 iterations
+ * and a salt that is fixed for this process, user and password (an HMAC under a random pepper),
+ * so that every login after the first is served from the key cache instead of running PBKDF2.
+ * A changed password gives a new salt and a fresh derivation.
+ */
+bool scram_secret_for_user(const char *user, const char *password, ScramSecret *out) _MUSTCHECK;
+/*
+ * A verifier no password matches, for an exchange that must fail at its end (unknown user, md5
+ * secret, refused verifier) without telling the client so early: its salt is fixed per process
+ * and user, as a real user's is, and its keys are random.
+ */
+bool scram_mock_secret(const char *user, ScramSecret *out) _MUSTCHECK;
+
+typedef struct ScramKeyCacheStats {
+	uint64_t derivations; /* PBKDF2 runs */
+	uint64_t hits;	      /* derivations avoided */
+	uint32_t entries;     /* slots in use, at most SCRAM_KEY_CACHE_SIZE */
+} ScramKeyCacheStats;
+ScramKeyCacheStats scram_key_cache_stats(void);
+/* Forget (and wipe) every cached key pair: called when the auth_file is read again. */
+void scram_key_cache_clear(void);
 
 /* Test hook: fix the nonce instead of drawing a random one (RFC 7677 test vectors). */
 void scram_client_set_nonce(ScramClient *c, const char *nonce);

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -780,6 +781,171 @@ static void test_secret_from_password(void **state)
 	scram_server_cleanup(&s);
 }
 
+/*
+ * A clear-text secret gives a verifier whose salt is fixed per user and password, so that the
+ * second login is served from the key cache: one PBKDF2 run for any number of logins. A new
+ * password, another user or a cleared cache derive again.
+ */
+static void test_key_cache_server_side(void **state)
+{
+	ScramKeyCacheStats st0, st;
+	ScramSecret a, b, c2;
+	ScramClient c;
+	ScramServer s;
+
+	scram_key_cache_clear();
+	st0 = scram_key_cache_stats();
+	assert_int_equal(st0.entries, 0);
+	assert_true(scram_secret_for_user("alice", "hunter2", &a));
+	st = scram_key_cache_stats();
+	assert_true(st.derivations == st0.derivations + 1);
+	for (int i = 0; i < 50; i++) {
+		assert_true(scram_secret_for_user("alice", "hunter2", &b));
+		assert_memory_equal(&a, &b, sizeof(a));
+	}
+	st = scram_key_cache_stats();
+	assert_true(st.derivations == st0.derivations + 1);
+	assert_true(st.hits >= st0.hits + 50);
+	assert_int_equal(a.iterations, 4096);
+	assert_int_equal(a.salt_len, 16);
+
+	/* the verifier works with a client that knows the password */
+	scram_client_init_password(&c, "hunter2");
+	scram_server_init(&s, &a);
+	assert_int_equal(run_exchange(&c, &s), 0);
+	scram_client_cleanup(&c);
+	scram_server_cleanup(&s);
+
+	/* another password or another user: another salt, another derivation */
+	assert_true(scram_secret_for_user("alice", "hunter3", &b));
+	assert_memory_not_equal(a.salt, b.salt, a.salt_len);
+	assert_true(scram_secret_for_user("bob", "hunter2", &c2));
+	assert_memory_not_equal(a.salt, c2.salt, a.salt_len);
+	st = scram_key_cache_stats();
+	assert_true(st.derivations == st0.derivations + 3);
+
+	scram_key_cache_clear();
+	assert_int_equal(scram_key_cache_stats().entries, 0);
+	assert_true(scram_secret_for_user("alice", "hunter2", &b));
+	assert_memory_equal(&a, &b, sizeof(a));
+	assert_true(scram_key_cache_stats().derivations == st0.derivations + 4);
+}
+
+/* Logging into a server with a password derives once per server verifier (salt, count). */
+static void test_key_cache_client_side(void **state)
+{
+	ScramSecret sec = rfc_secret();
+	uint64_t before;
+
+	scram_key_cache_clear();
+	before = scram_key_cache_stats().derivations;
+	for (int i = 0; i < 20; i++) {
+		ScramClient c;
+		ScramServer s;
+
+		scram_client_init_password(&c, "pencil");
+		scram_server_init(&s, &sec);
+		assert_int_equal(run_exchange(&c, &s), 0);
+		scram_client_cleanup(&c);
+		scram_server_cleanup(&s);
+	}
+	assert_true(scram_key_cache_stats().derivations == before + 1);
+}
+
+/* The cache never holds more than SCRAM_KEY_CACHE_SIZE pairs; the oldest make room. */
+static void test_key_cache_bounded(void **state)
+{
+	ScramSecret sec;
+	uint64_t before;
+	char pw[32];
+
+	scram_key_cache_clear();
+	for (int i = 0; i < SCRAM_KEY_CACHE_SIZE + 8; i++) {
+		snprintf(pw, sizeof(pw), "password-%d", i);
+		assert_true(scram_secret_for_user("u", pw, &sec));
+	}
+	assert_int_equal(scram_key_cache_stats().entries, SCRAM_KEY_CACHE_SIZE);
+	/* the newest is still there, the first was evicted */
+	before = scram_key_cache_stats().derivations;
+	assert_true(scram_secret_for_user("u", pw, &sec));
+	assert_true(scram_key_cache_stats().derivations == before);
+	assert_true(scram_secret_for_user("u", "password-0", &sec));
+	assert_true(scram_key_cache_stats().derivations == before + 1);
+	scram_key_cache_clear();
+}
+
+/* The mock verifier: a stable salt per user (as a real user's is), and no password matches. */
+static void test_mock_secret(void **state)
+{
+	ScramSecret a, b, c2;
+	ScramClient c;
+	ScramServer s;
+
+	assert_true(scram_mock_secret("nobody", &a));
+	assert_true(scram_mock_secret("nobody", &b));
+	assert_true(scram_mock_secret("someone", &c2));
+	assert_int_equal(a.iterations, 4096);
+	assert_memory_equal(a.salt, b.salt, a.salt_len);
+	assert_memory_not_equal(a.salt, c2.salt, a.salt_len);
+	assert_memory_not_equal(a.stored_key, b.stored_key, SCRAM_KEY_LEN);
+	scram_client_init_password(&c, "");
+	scram_server_init(&s, &a);
+	assert_int_equal(run_exchange(&c, &s), 4);
+	scram_client_cleanup(&c);
+	scram_server_cleanup(&s);
+}
+
+/*
+ * A verifier with any count parses (the caller refuses it above SCRAM_MAX_ITERATIONS and names
+ * the count in its log line); the cap stays far above PostgreSQL's and PgBouncer's 4096.
+ */
+static void test_iteration_cap(void **state)
+{
+	ScramSecret sec;
+
+	assert_true(scram_parse_secret("SCRAM-SHA-256$2147483647:" RFC_SALT "$" RFC_STORED
+				       ":" RFC_SERVER_KEY, &sec));
+	assert_int_equal(sec.iterations, 2147483647);
+	assert_true(sec.iterations > SCRAM_MAX_ITERATIONS);
+	assert_true(SCRAM_MAX_ITERATIONS >= 10 * 4096);
+}
+
+/*
+ * A client nonce of 60+ characters with a 64-byte salt makes a server-first-message longer than
+ * 128 bytes (the login reply buffer used to be 128 bytes): it is built whole. The longest nonce
+ * that fits the 96-byte combined nonce is accepted, one more is refused with a clear error.
+ */
+static void test_long_nonce_and_salt(void **state)
+{
+	char nonce[80], first[128], *out = NULL;
+	ScramSecret sec = rfc_secret();
+	ScramServer s;
+	size_t max_cn;
+
+	for (size_t i = 0; i < SCRAM_MAX_SALT; i++)
+		sec.salt[i] = (uint8_t)(i * 7);
+	sec.salt_len = SCRAM_MAX_SALT;
+	max_cn = sizeof(s.nonce) - 1 - 24; /* the server's part is 24 base64 characters */
+	memset(nonce, 'x', max_cn);
+	nonce[max_cn] = '\0';
+	snprintf(first, sizeof(first), "n,,n=,r=%s", nonce);
+	scram_server_init(&s, &sec);
+	assert_true(server_first_str(&s, first, &out));
+	assert_true(strlen(out) > 128);
+	assert_non_null(strstr(out, ",i=4096"));
+	free(out);
+	scram_server_cleanup(&s);
+
+	nonce[max_cn] = 'x';
+	nonce[max_cn + 1] = '\0';
+	snprintf(first, sizeof(first), "n,,n=,r=%s", nonce);
+	scram_server_init(&s, &sec);
+	assert_false(server_first_str(&s, first, &out));
+	assert_null(out);
+	assert_non_null(strstr(s.err, "client nonce too long"));
+	scram_server_cleanup(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -802,6 +968,12 @@ int main(void)
 	    cmocka_unit_test(test_parse_secret_bad),
 	    cmocka_unit_test(test_postgres_verifier),
 	    cmocka_unit_test(test_secret_from_password),
+	    cmocka_unit_test(test_key_cache_server_side),
+	    cmocka_unit_test(test_key_cache_client_side),
+	    cmocka_unit_test(test_key_cache_bounded),
+	    cmocka_unit_test(test_mock_secret),
+	    cmocka_unit_test(test_iteration_cap),
+	    cmocka_unit_test(test_long_nonce_and_salt),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
