@@ -6,7 +6,8 @@ Fixtures: pg (session: a running, prepared PostgreSQL; with xdist each worker ha
 fresh_pg (function: a private stopped PostgreSQL for tests that start it late), pooler_factory
 (function: build and start poolers, stopped at teardown with their log printed when the test
 failed), pooler (function: the default pooler, started), leak_check (session: every PID the
-harness started is gone at the end). Markers: pgpilot_only (skipped when POOLER=pgbouncer).
+harness started is gone at the end; a pooler log holding a sanitizer report fails the test at
+teardown). Markers: pgpilot_only (skipped when POOLER=pgbouncer).
 """
 
 import os
@@ -81,6 +82,7 @@ def pooler_factory(request, pg):
 
     yield make
     failed = _failed(request)
+    reports = []
     for p in made:
         p.stop(timeout=5)
         if failed:
@@ -89,7 +91,13 @@ def pooler_factory(request, pg):
         pids += p.extra_pids
         for pid in pids:
             assert harness.wait_pid_gone(pid, 5), f"pooler pid {pid} still running"
+        report = harness.sanitizer_report(p.log)  # an ASan/UBSan build's stderr is in the log
+        if report:
+            if not failed:
+                sys.stderr.write(f"\n----- {p.kind} log ({p.log_path}) -----\n{p.log}\n")
+            reports.append(report)
         p.destroy()
+    assert not reports, f"sanitizer report in the pooler log: {reports}"
 
 
 @pytest.fixture

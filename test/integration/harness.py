@@ -173,6 +173,36 @@ def port_accepts(port, host="127.0.0.1"):
         return False
 
 
+def rss_kib(pid):
+    """Resident set size of a process in KiB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# What a sanitizer writes when it finds something (ASan, LSan, UBSan).
+SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
+
+
+def sanitizer_report(text):
+    """The first sanitizer report line in a log text, or None."""
+    m = SANITIZER_REPORT.search(text)
+    if not m:
+        return None
+    start = text.rfind("\n", 0, m.start()) + 1
+    end = text.find("\n", m.end())
+    return text[start:end if end >= 0 else len(text)]
+
+
 def wait_until(pred, timeout, interval=0.1, what="condition"):
     """Poll pred() until it returns a true value; return that value or raise AssertionError."""
     deadline = time.monotonic() + timeout
