@@ -139,38 +139,52 @@ def test_huge_iteration_verifier_refused_scram(pooler_factory):
 
 @pytest.mark.pgpilot_only
 def test_huge_iteration_verifier_plain_auth_keeps_loop_free(pooler_factory):
-    """auth_type plain: the pooler itself checks a clear-text password against the verifier, and
-    with INT_MAX iterations the old code froze the event loop for minutes (every client waited).
-    Now the user is refused at once: another client logs in and queries while it happens, and the
-    refused client gets 28P01."""
+    """auth_type plain: the pooler itself checks a clear-text password against the verifier by
+    running PBKDF2 in its event loop. With 9,999,999 iterations (under the old code's 10 M cap
+    for what a server sends, so it really ran them) each attempt froze every client for about
+    two seconds; twenty attempts, over half a minute. Now the user is refused at once: another
+    client logs in and queries right after the twenty, well within its 20 s socket timeout, and
+    each refused client gets 28P01."""
+    n_hostile = 20
+    big = harness.scram_secret("hugepass", iterations=4096).replace(
+        "SCRAM-SHA-256$4096:", "SCRAM-SHA-256$9999999:", 1)
     p = pooler_factory(settings={"auth_type": "plain"},
-                       userlist={"hugeuser": huge_verifier("hugepass"), "md5user": "md5pass",
-                                 "pgadmin": "adminpass"})
-    outcome = {}
+                       userlist={"hugeuser": big, "md5user": "md5pass", "pgadmin": "adminpass"})
+    sent = threading.Semaphore(0)
+    results = []
 
     def hostile():
+        r = harness.RawClient(p.port, timeout=120)
         try:
-            harness.RawClient(p.port, timeout=60).startup("hugeuser", "appdb", "hugepass")
-            outcome["result"] = "logged in"
-        except harness.ServerError as e:
-            outcome["result"] = e.sqlstate
-        except (OSError, ConnectionError) as e:
-            outcome["result"] = repr(e)
+            r.send(harness.startup_packet({"user": "hugeuser", "database": "appdb"}))
+            tag, body = r._auth_reply()
+            assert struct.unpack("!i", body[:4])[0] == 3, body
+            r.send(harness.message(b"p", b"hugepass\0"))
+            sent.release()
+            results.append(r.expect_error()["C"])
+        except Exception as e:  # noqa: BLE001 - reported through results
+            sent.release()
+            results.append(repr(e))
+        finally:
+            r.close()
 
-    t = threading.Thread(target=hostile, daemon=True)
-    t.start()
-    # the other client: generous timeout, the old code stalled for minutes, not seconds
+    threads = [threading.Thread(target=hostile, daemon=True) for _ in range(n_hostile)]
+    for t in threads:
+        t.start()
+    for _ in range(n_hostile):
+        assert sent.acquire(timeout=60), "a hostile client got no password request"
     r = harness.RawClient(p.port, timeout=20)
     try:
         r.startup("md5user", "appdb", "md5pass")
         assert r.query("SELECT 2") == [("2",)]
     except socket.timeout:
-        pytest.fail("the pooler did not answer another client while checking the password")
+        pytest.fail("the pooler did not answer another client while checking passwords")
     finally:
         r.close()
-    t.join(30)
-    assert outcome.get("result") == "28P01", outcome
-    p.wait_log(r'WARNING .*login refused for user "hugeuser".*%d iterations' % HUGE_ITERATIONS)
+    for t in threads:
+        t.join(120)
+    assert results == ["28P01"] * n_hostile, results
+    p.wait_log(r'WARNING .*login refused for user "hugeuser".*9999999 iterations')
 
 
 FORGED = "2026-01-01 00:00:00.000 UTC [1] LOG forged by a client"
