@@ -114,7 +114,8 @@ size_t log_escape(char *dst, size_t cap, const char *src)
 		size_t n = utf8_seq_len(p + i, len - i), elen = 0;
 
 		/* printable ASCII, and UTF-8 characters other than the C1 controls U+0080-U+009F */
-		if ((p[i] >= 0x20 && p[i] < 0x7f) || (n > 0 && !(p[i] == 0xc2 && p[i + 1] < 0xa0))) {
+		if ((p[i] >= 0x20 && p[i] < 0x7f) ||
+		    (n > 0 && !(p[i] == 0xc2 && p[i + 1] < 0xa0))) {
 			if (n == 0)
 				n = 1;
 			if (o + n >= cap)

@@ -28,8 +28,8 @@ static void test_paper_vector(void **state)
 /* The first entries of the reference implementation's vectors.h (message 00..len-1). */
 static void test_reference_lengths(void **state)
 {
-	static const uint64_t expect[] = { 0x726fdb47dd0e0e31ULL, 0x74f839c593dc67fdULL,
-					   0x0d6c8009d9a94f5aULL, 0x85676696d7fb7e2dULL };
+	static const uint64_t expect[] = {0x726fdb47dd0e0e31ULL, 0x74f839c593dc67fdULL,
+					  0x0d6c8009d9a94f5aULL, 0x85676696d7fb7e2dULL};
 	uint8_t key[SIPHASH_KEY_LEN], msg[64];
 
 	(void)state;
@@ -44,8 +44,8 @@ static void test_reference_lengths(void **state)
 /* Two keys give different values for the same inputs; one key gives the same value twice. */
 static void test_keyed(void **state)
 {
-	uint8_t k1[SIPHASH_KEY_LEN] = { 1 }, k2[SIPHASH_KEY_LEN] = { 2 };
-	static const char *const inputs[] = { "", "a", "stmt_1", "PGPILOT_1", "0123456789abcdef" };
+	uint8_t k1[SIPHASH_KEY_LEN] = {1}, k2[SIPHASH_KEY_LEN] = {2};
+	static const char *const inputs[] = {"", "a", "stmt_1", "PGPILOT_1", "0123456789abcdef"};
 
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(inputs); i++) {
@@ -59,9 +59,9 @@ static void test_keyed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_paper_vector),
-		cmocka_unit_test(test_reference_lengths),
-		cmocka_unit_test(test_keyed),
+	    cmocka_unit_test(test_paper_vector),
+	    cmocka_unit_test(test_reference_lengths),
+	    cmocka_unit_test(test_keyed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
