@@ -26,8 +26,9 @@
 #define DEFAULT_SALT_LEN 16     /* PostgreSQL's SCRAM_DEFAULT_SALT_LEN */
 /*
  * The client runs PBKDF2 with the count the server sends, in the event loop: cap it so a hostile
- * or misconfigured server cannot stall us for minutes. Ten million is a few seconds of CPU and far
- * above any sane scram_iterations.
+ * or misconfigured server cannot stall us for minutes. Ten million is about two seconds of CPU
+ * and far above any sane scram_iterations; the key cache makes it once per password, salt and
+ * count, not once per server connection.
  */
 #define CLIENT_MAX_ITERATIONS 10000000
 /* channel-binding attribute of client-final, base64 of the gs2 header "n,," or "y,," */
@@ -737,8 +738,13 @@ bool scram_client_final(ScramClient *c, const char *server_first, size_t len, ch
 		goto out;
 	}
 	iter = read_attr(&cur, 'i', NULL);
-	if (!iter || !parse_iterations(iter, strlen(iter), CLIENT_MAX_ITERATIONS, &iterations)) {
+	if (!iter || !parse_iterations(iter, strlen(iter), INT_MAX, &iterations)) {
 		client_fail(c, "malformed SCRAM message (invalid iteration count)");
+		goto out;
+	}
+	if (iterations > CLIENT_MAX_ITERATIONS) {
+		client_fail(c, "server asks for %d SCRAM iterations, more than the limit of %d "
+			       "(invalid iteration count)", iterations, CLIENT_MAX_ITERATIONS);
 		goto out;
 	}
 	if (cur) {
