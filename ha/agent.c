@@ -34,6 +34,23 @@
 
 typedef enum AgentLog { LOG_ERROR, LOG_WARNING, LOG_INFO, LOG_DEBUG } AgentLog;
 
+/*
+ * The agent's lease: one state, changed only by lease_set(), which logs old -> new. Who keeps
+ * the lease alive follows from the state, and a lease whose leader key was given up is never
+ * kept alive again: etcd keeps leases across a restart with a fresh TTL, so a keepalive after
+ * an outage would keep the given-up key (and the cluster without a primary) for ever.
+ */
+typedef enum LeaseState {
+	LEASE_NONE,     /* no lease: the heartbeat asks for one */
+	LEASE_GRANTING, /* grant in flight */
+	LEASE_MEMBER,   /* lease_id carries members/<me>; the heartbeat keeps it alive every R */
+	LEASE_LEADER,   /* lease_id carries the leader key too (local.lease.held); renew() keeps it
+			 * alive, and only FENCE or RELEASE end it (lease_give_up()) */
+	LEASE_REVOKING, /* given up: revoke_id is revoked (which deletes the keys on it), again
+			 * at every heartbeat while etcd is unreachable, and never kept alive;
+			 * once etcd answered, NONE */
+} LeaseState;
+
 /* One member as its key says, plus our own probe of it. */
 typedef struct Slot {
 	HaAgent *a;
@@ -87,14 +104,15 @@ struct HaAgent {
 	uint64_t view_digest;
 
 	/* lease and keys we write */
-	int64_t lease_id;
-	bool grant_inflight, keepalive_inflight, renew_inflight, race_inflight, release_inflight,
+	LeaseState lease_state;
+	int64_t lease_id;  /* MEMBER and LEADER only, else 0 */
+	int64_t revoke_id; /* REVOKING only, else 0 */
+	bool grant_inflight, keepalive_inflight, renew_inflight, race_inflight, revoke_inflight,
 	    publish_inflight, status_inflight, failover_clear_inflight;
 	int64_t last_keepalive_ms, renew_sent_ms, race_sent_ms;
 	int64_t lease_fresh_ms; /* send time of the last successful grant or keepalive */
 	const char *race_kind;  /* "election", "takeover", "bootstrap" */
 	bool in_snapshot;       /* apply_snapshot() reports the leader change itself */
-	bool releasing;         /* the guarded delete is out: the key is no longer ours */
 	char *published;
 	uint64_t status_lsn;
 	int64_t status_ms;
@@ -150,6 +168,12 @@ static void etcd_log_cb(EtcdLogLevel lvl, const char *msg, void *arg)
 	     : lvl == ETCD_LOG_INFO  ? LOG_INFO
 				     : LOG_DEBUG,
 	     "etcd: %s", msg);
+}
+
+/* A failed etcd request: etcd's unreachability is logged by the client, once per change. */
+static AgentLog etcd_fail_level(const EtcdResult *res)
+{
+	return res->unreachable ? LOG_DEBUG : LOG_WARNING;
 }
 
 static bool is_agent(const HaAgent *a)
@@ -524,6 +548,44 @@ static void update_local(HaAgent *a)
 
 static void publish_member(HaAgent *a);
 
+static const char *lease_state_name(LeaseState s)
+{
+	switch (s) {
+	case LEASE_NONE:
+		return "none";
+	case LEASE_GRANTING:
+		return "granting";
+	case LEASE_MEMBER:
+		return "member";
+	case LEASE_LEADER:
+		return "leader";
+	case LEASE_REVOKING:
+		return "revoking";
+	}
+	return "unknown";
+}
+
+/*
+ * The one transition of the lease state. local.lease.held (what the rules read) is true
+ * exactly in LEADER; leaving LEADER clears what belonged to that leadership.
+ */
+static void lease_set(HaAgent *a, LeaseState to, int64_t id, const char *why)
+{
+	LeaseState from = a->lease_state;
+
+	if (from == to)
+		return;
+	a->lease_state = to;
+	a->local.lease.held = to == LEASE_LEADER;
+	if (from == LEASE_LEADER) {
+		a->local.lease.lost = false;
+		a->local.lease.release_requested = false;
+	}
+	alog(a, to == LEASE_GRANTING ? LOG_DEBUG : LOG_INFO,
+	     "lease %" PRId64 ": %s -> %s (%s)", id, lease_state_name(from),
+	     lease_state_name(to), why);
+}
+
 static void grant_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 {
 	HaAgent *a = arg;
@@ -532,9 +594,11 @@ static void grant_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 		return;
 	a->grant_inflight = false;
 	if (!res->ok) {
-		alog(a, LOG_WARNING, "could not grant a lease: %s", res->error);
+		alog(a, etcd_fail_level(res), "could not grant a lease: %s", res->error);
+		lease_set(a, LEASE_NONE, 0, "the grant failed");
 		return;
 	}
+	lease_set(a, LEASE_MEMBER, res->lease_id, "granted");
 	a->lease_id = res->lease_id;
 	a->lease_fresh_ms = a->last_keepalive_ms;
 	free(a->published);
@@ -546,20 +610,79 @@ static void grant_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 
 static void grant_lease(HaAgent *a)
 {
-	if (a->grant_inflight || a->stopping)
+	if (a->grant_inflight || a->stopping || a->lease_state != LEASE_NONE)
 		return;
 	a->last_keepalive_ms = ha_now_ms();
 	a->grant_inflight =
 	    etcd_lease_grant(a->etcd, ha_timings_lease_ttl_s(&a->cfg.timings), grant_cb, a);
+	if (a->grant_inflight)
+		lease_set(a, LEASE_GRANTING, 0, "asking etcd for a lease");
 }
 
+/*
+ * etcd says the lease does not exist. A member lease is replaced at once; the leader's stays
+ * LEADER, marked lost, so that the rules fence (which gives it up).
+ */
 static void lease_dead(HaAgent *a)
 {
 	alog(a, LOG_WARNING, "lease %" PRId64 " is gone", a->lease_id);
-	if (a->local.lease.held)
+	if (a->lease_state == LEASE_LEADER) {
 		a->local.lease.lost = true;
+		return;
+	}
+	lease_set(a, LEASE_NONE, a->lease_id, "etcd does not know it");
 	a->lease_id = 0;
 	grant_lease(a);
+}
+
+static void lease_revoke_cb(EtcdClient *c, const EtcdResult *res, void *arg)
+{
+	HaAgent *a = arg;
+	int64_t id = a->revoke_id;
+
+	if (a->freeing)
+		return;
+	a->revoke_inflight = false;
+	if (a->lease_state != LEASE_REVOKING || a->stopping)
+		return;
+	if (res->unreachable || (!res->ok && res->grpc_code == ETCD_GRPC_UNAVAILABLE)) {
+		/* the heartbeat sends it again; the lease is not kept alive meanwhile */
+		alog(a, LOG_DEBUG, "could not revoke lease %" PRId64 " yet: %s", id, res->error);
+		return;
+	}
+	if (!res->ok && res->grpc_code != ETCD_GRPC_NOT_FOUND)
+		alog(a, LOG_WARNING,
+		     "could not revoke lease %" PRId64 ": %s; it expires unless kept alive", id,
+		     res->error);
+	a->revoke_id = 0;
+	lease_set(a, LEASE_NONE, id,
+		  res->ok ? "revoked, with the keys on it" : "etcd no longer keeps it");
+	grant_lease(a);
+	decide_soon(a);
+}
+
+static void send_revoke(HaAgent *a)
+{
+	if (a->lease_state != LEASE_REVOKING || a->revoke_inflight)
+		return;
+	a->revoke_inflight = etcd_lease_revoke(a->etcd, a->revoke_id, lease_revoke_cb, a);
+}
+
+/*
+ * Give the lease up (fence, release after a demote or halt, a leader key of mine on a lease I
+ * do not hold): from now on it is never kept alive, and it is revoked, which deletes the
+ * leader key if it is still on it (and my member key, which the next lease carries again).
+ * A revoke that cannot reach etcd is repeated at every heartbeat; meanwhile the lease can
+ * only expire.
+ */
+static void lease_give_up(HaAgent *a, const char *why)
+{
+	if (a->lease_state != LEASE_MEMBER && a->lease_state != LEASE_LEADER)
+		return;
+	a->revoke_id = a->lease_id;
+	a->lease_id = 0;
+	lease_set(a, LEASE_REVOKING, a->revoke_id, why);
+	send_revoke(a);
 }
 
 static void keepalive_cb(EtcdClient *c, const EtcdResult *res, void *arg)
@@ -569,6 +692,8 @@ static void keepalive_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	if (a->freeing)
 		return;
 	a->keepalive_inflight = false;
+	if (a->lease_state != LEASE_MEMBER)
+		return; /* the lease it was for has been given up or replaced */
 	if (res->ok && res->ttl > 0) {
 		a->lease_fresh_ms = a->last_keepalive_ms;
 		return;
@@ -576,7 +701,7 @@ static void keepalive_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	if (res->grpc_code == ETCD_GRPC_NOT_FOUND || res->ok)
 		lease_dead(a);
 	else
-		alog(a, LOG_WARNING, "lease keepalive failed: %s", res->error);
+		alog(a, etcd_fail_level(res), "lease keepalive failed: %s", res->error);
 }
 
 static void publish_cb(EtcdClient *c, const EtcdResult *res, void *arg)
@@ -587,7 +712,7 @@ static void publish_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 		return;
 	a->publish_inflight = false;
 	if (!res->ok) {
-		alog(a, LOG_WARNING, "could not publish member %s: %s", me(a), res->error);
+		alog(a, etcd_fail_level(res), "could not publish member %s: %s", me(a), res->error);
 		free(a->published);
 		a->published = NULL;
 		if (res->grpc_code == ETCD_GRPC_NOT_FOUND)
@@ -627,7 +752,7 @@ static void renew_txn_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 		return;
 	a->renew_inflight = false;
 	if (!res->ok) {
-		alog(a, LOG_WARNING, "leader renewal txn failed: %s", res->error);
+		alog(a, etcd_fail_level(res), "leader renewal txn failed: %s", res->error);
 	} else if (!res->succeeded) {
 		alog(a, LOG_WARNING, "leader renewal: the leader key is no longer ours");
 		l->lost = true;
@@ -675,12 +800,16 @@ static void renew_ka_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 
 	if (a->freeing)
 		return;
+	if (a->lease_state != LEASE_LEADER) {
+		a->renew_inflight = false; /* given up while the keepalive was out */
+		return;
+	}
 	if (!res->ok || res->ttl <= 0) {
 		a->renew_inflight = false;
 		if (res->grpc_code == ETCD_GRPC_NOT_FOUND || (res->ok && res->ttl <= 0))
 			lease_dead(a);
 		else
-			alog(a, LOG_WARNING, "leader keepalive failed: %s", res->error);
+			alog(a, etcd_fail_level(res), "leader keepalive failed: %s", res->error);
 		decide_soon(a);
 		return;
 	}
@@ -723,13 +852,13 @@ static void became_holder(HaAgent *a, int64_t sent_ms)
 	const HaMember *self = &a->local.self;
 	char old[HA_NAME_MAX];
 
-	if (l->held)
+	if (l->held || a->lease_state != LEASE_MEMBER)
 		return;
 	if (a->lease_fresh_ms && a->lease_fresh_ms < sent_ms)
 		sent_ms = a->lease_fresh_ms;
 	alog(a, LOG_INFO, "holding the leader key on lease %" PRId64 " (%s)", a->lease_id,
 	     a->race_kind ? a->race_kind : "election");
-	l->held = true;
+	lease_set(a, LEASE_LEADER, a->lease_id, a->race_kind ? a->race_kind : "election");
 	l->lost = false;
 	l->release_requested = false;
 	l->last_ok_sent_ms = sent_ms;
@@ -756,7 +885,7 @@ static void race_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 		return;
 	a->race_inflight = false;
 	if (!res->ok) {
-		alog(a, LOG_WARNING, "%s txn failed: %s", a->race_kind, res->error);
+		alog(a, etcd_fail_level(res), "%s txn failed: %s", a->race_kind, res->error);
 	} else if (res->succeeded) {
 		became_holder(a, a->race_sent_ms);
 	} else {
@@ -826,46 +955,15 @@ static void bootstrap(HaAgent *a)
 	etcd_txn_free(t);
 }
 
-static void release_cb(EtcdClient *c, const EtcdResult *res, void *arg)
+/*
+ * Release the leader key: revoke the lease it is on (lease_give_up()). The revoke deletes the
+ * key only while it is on my lease, as a guarded delete would, and works when the lease is
+ * already dead; from the call on the key is not ours, whatever arrives first.
+ */
+static void release_key(HaAgent *a, const char *why)
 {
-	HaAgent *a = arg;
-
-	if (a->freeing)
-		return;
-	a->release_inflight = false;
-	a->releasing = false;
-	if (res->ok && res->succeeded)
-		alog(a, LOG_INFO, "released the leader key");
-	else if (res->ok)
-		alog(a, LOG_INFO, "the leader key was no longer ours to release");
-	else
-		alog(a, LOG_WARNING, "could not release the leader key: %s", res->error);
-	if (res->ok) {
-		a->local.lease.held = false;
-		a->local.lease.release_requested = false;
-		a->local.lease.lost = false;
-	}
-	decide_soon(a);
-}
-
-/* Guarded delete: only while the key is mine on my lease. */
-static void release_key(HaAgent *a)
-{
-	EtcdTxn *t;
-
-	if (a->release_inflight || !a->lease_id)
-		return;
-	t = owner_txn(a);
-	if (!t)
-		return;
-	etcd_txn_delete(t, true, a->k_leader, false);
-	a->release_inflight = etcd_txn(a->etcd, t, release_cb, a);
-	etcd_txn_free(t);
-	if (a->release_inflight) {
-		/* from now on the key is not ours, whatever arrives first: reply or watch */
-		a->releasing = true;
-		a->local.lease.held = false;
-	}
+	if (a->lease_state == LEASE_LEADER)
+		lease_give_up(a, why);
 }
 
 static void simple_cb(EtcdClient *c, const EtcdResult *res, void *arg)
@@ -876,7 +974,7 @@ static void simple_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 		return;
 	a->failover_clear_inflight = false;
 	if (!res->ok)
-		alog(a, LOG_WARNING, "etcd write failed: %s", res->error);
+		alog(a, etcd_fail_level(res), "etcd write failed: %s", res->error);
 }
 
 static void read_cb(EtcdClient *c, const EtcdResult *res, void *arg);
@@ -948,7 +1046,7 @@ static void read_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 		return;
 	a->read_inflight = false;
 	if (!res->ok) {
-		alog(a, LOG_WARNING, "could not read %s: %s", a->prefix, res->error);
+		alog(a, etcd_fail_level(res), "could not read %s: %s", a->prefix, res->error);
 		return;
 	}
 	/* an older snapshot than what the watch already delivered is ignored */
@@ -1120,7 +1218,7 @@ static void action_done(void *arg, bool ok, const char *detail)
 		/* a failed halt may leave a server that comes up as a primary: keep the key, the
 		 * next decision halts again */
 		if (ok || !halt)
-			release_key(a);
+			release_key(a, "released after the local action");
 	}
 	decide_soon(a);
 }
@@ -1208,11 +1306,9 @@ static void execute(HaAgent *a, const HaDecision *d)
 		return;
 	case HA_ACT_FENCE:
 		alog(a, LOG_WARNING, "fencing: %s", d->reason);
-		/* give the key up as well when it may still be ours: replicas need not wait */
-		if (a->keys.leader[0] && strcmp(a->keys.leader, me(a)) == 0)
-			release_key(a);
-		a->local.lease.held = false;
-		a->local.lease.lost = false;
+		/* give the lease up (and the key with it when it is still ours): replicas need
+		 * not wait, and a lease never kept alive again expires even after an etcd restart */
+		release_key(a, "fenced");
 		if (self->state == HA_PG_RUNNING && !self->in_recovery)
 			demote_local(a, HA_ACT_FENCE, d->target_member);
 		else if (a->action && a->action_kind == HA_ACT_RESTART)
@@ -1221,7 +1317,7 @@ static void execute(HaAgent *a, const HaDecision *d)
 			set_writes(a, false);
 		return;
 	case HA_ACT_RELEASE:
-		if (a->release_inflight || a->release_after_action)
+		if (a->lease_state != LEASE_LEADER || a->release_after_action)
 			return;
 		if (self->state == HA_PG_RUNNING && !self->in_recovery) {
 			a->release_after_action = true;
@@ -1229,7 +1325,7 @@ static void execute(HaAgent *a, const HaDecision *d)
 		} else if (self->state == HA_PG_RUNNING && !a->action) {
 			/* a replica (failed promotion): nothing can come up as a primary */
 			set_writes(a, false);
-			release_key(a);
+			release_key(a, "released: PostgreSQL is a replica");
 		} else {
 			/* down, starting or restarting: make sure it stays down, then release */
 			halt_local(a, HA_ACT_RELEASE, true);
@@ -1428,7 +1524,7 @@ static void decide(HaAgent *a)
 	 * is just late. Only then: a stale store naming me must not make me the holder again.
 	 */
 	if (is_agent(a) && a->race_inflight && a->lease_id && !a->local.lease.held &&
-	    !a->local.lease.lost && !a->releasing && strcmp(a->keys.leader, me(a)) == 0 &&
+	    !a->local.lease.lost && strcmp(a->keys.leader, me(a)) == 0 &&
 	    a->keys.leader_lease == a->lease_id)
 		became_holder(a, a->race_sent_ms);
 	compose_view(a);
@@ -1438,13 +1534,19 @@ static void decide(HaAgent *a)
 	a->have_dec = true;
 	if (is_agent(a)) {
 		gate(a, &d);
-		if (a->releasing && d.action == HA_ACT_TAKEOVER) {
+		if (a->lease_state == LEASE_REVOKING && d.action == HA_ACT_TAKEOVER) {
 			/* fenced or releasing: the key on my lease is on its way out, not mine */
 			d.action = HA_ACT_WAIT;
 			snprintf(d.reason, sizeof(d.reason),
-				 "giving the leader key up: waiting for the release to complete or "
+				 "giving the leader key up: waiting for the revoke to complete or "
 				 "the lease to expire");
 		}
+		/* the key names me on the lease I keep alive, yet I do not hold it (a race whose
+		 * reply was lost): waiting for it to expire would wait for ever */
+		if (d.action == HA_ACT_WAIT && a->lease_state == LEASE_MEMBER &&
+		    !a->race_inflight && a->keys.leader_lease == a->lease_id &&
+		    strcmp(a->keys.leader, me(a)) == 0)
+			lease_give_up(a, "the leader key is on this lease, which does not hold it");
 		if (d.action == HA_ACT_DEMOTE && bootstrap_possible(a)) {
 			d.action = HA_ACT_RACE;
 			d.delay_ms = 1; /* not a plain race: bootstrap() below */
@@ -1512,9 +1614,11 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 						(int)(t->probe_ms > 1000 ? t->probe_ms : 1000),
 						local_probe_cb, a);
 	}
-	if (!a->lease_id) {
+	if (a->lease_state == LEASE_REVOKING) {
+		send_revoke(a);
+	} else if (!a->lease_id) {
 		grant_lease(a);
-	} else if (!a->local.lease.held && !a->keepalive_inflight &&
+	} else if (a->lease_state == LEASE_MEMBER && !a->keepalive_inflight &&
 		   now - a->last_keepalive_ms >= t->renew_ms) {
 		a->last_keepalive_ms = now;
 		a->keepalive_inflight = etcd_lease_keepalive(a->etcd, a->lease_id, keepalive_cb, a);
@@ -1627,9 +1731,11 @@ static void revoke_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	if (a->freeing)
 		return;
 	if (!res->ok)
-		alog(a, LOG_WARNING, "could not revoke lease %" PRId64 ": %s", a->lease_id,
-		     res->error);
+		alog(a, LOG_WARNING, "could not revoke lease %" PRId64 ": %s",
+		     a->lease_id ? a->lease_id : a->revoke_id, res->error);
+	lease_set(a, LEASE_NONE, a->lease_id ? a->lease_id : a->revoke_id, "stopping");
 	a->lease_id = 0;
+	a->revoke_id = 0;
 	event_active(a->stop_ev, EV_TIMEOUT, 0);
 }
 
@@ -1662,9 +1768,10 @@ void ha_agent_stop(HaAgent *a, void (*done)(void *arg), void *arg)
 		return;
 	alog(a, LOG_INFO, "stopping the HA agent%s",
 	     a->local.lease.held ? ": the leader key stays until its lease expires" : "");
-	/* a replica's lease only carries its member key: drop it at once */
-	if (is_agent(a) && a->lease_id && !a->local.lease.held &&
-	    etcd_lease_revoke(a->etcd, a->lease_id, revoke_cb, a))
+	/* a replica's lease only carries its member key, a given-up one nothing of ours: drop it
+	 * at once */
+	if (is_agent(a) && (a->lease_state == LEASE_MEMBER || a->lease_state == LEASE_REVOKING) &&
+	    etcd_lease_revoke(a->etcd, a->lease_id ? a->lease_id : a->revoke_id, revoke_cb, a))
 		return;
 	event_active(a->stop_ev, EV_TIMEOUT, 0);
 }
@@ -1817,6 +1924,7 @@ void ha_agent_show_ha(const HaAgent *a, HaKvFunc fn, void *arg)
 	fn(arg, "is_leader", a->local.lease.held ? "yes" : "no");
 	snprintf(buf, sizeof(buf), "%" PRId64, a->lease_id);
 	fn(arg, "lease_id", buf);
+	fn(arg, "lease_state", lease_state_name(a->lease_state));
 	for (size_t i = 0; i < ARRAY_SIZE(timings); i++) {
 		snprintf(buf, sizeof(buf), "%" PRId64, timings[i].v);
 		fn(arg, timings[i].name, buf);

@@ -8,6 +8,7 @@
  * may still reach is freed when the outermost entry point returns (the busy counter).
  */
 #include "ha/etcd.h"
+#include "ha/etcd_stream.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -21,6 +22,9 @@
 
 #define ETCD_MAX_ENDPOINTS 16
 #define ETCD_MAX_REPLY (64 * 1024 * 1024)
+/* While etcd is unreachable, one summary line per this interval (the change itself is logged
+ * once, and so is the return). */
+#define ETCD_UNREACHABLE_SUMMARY_MS 10000
 
 typedef struct EtcdRequest EtcdRequest;
 
@@ -55,8 +59,9 @@ struct EtcdRequest {
 	CURL *easy;
 	struct curl_slist *headers;
 	char *url;
-	char *buf; /* reply body, or unconsumed stream bytes */
+	char *buf; /* reply body (unary calls) */
 	size_t len, cap;
+	EtcdStream lines; /* the watch stream's bytes (ROLE_WATCH_STREAM) */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -111,6 +116,11 @@ struct EtcdClient {
 	EtcdWatch *dead_watches;
 	int busy; /* nesting depth of loop entry points */
 	bool freeing;
+
+	/* reachability: no reply from any endpoint since unreachable_since_ms */
+	bool unreachable;
+	int64_t unreachable_since_ms, unreachable_logged_ms;
+	uint64_t unreachable_failures; /* requests and streams that got no reply meanwhile */
 };
 
 static void req_start_or_fail(EtcdRequest *req);
@@ -175,6 +185,52 @@ static void client_log(EtcdClient *c, EtcdLogLevel lvl, const char *fmt, ...)
 		c->log_hook(lvl, msg, c->log_arg);
 	else if (lvl != ETCD_LOG_DEBUG)
 		fprintf(stderr, "etcd %s: %s\n", etcd_log_level_name(lvl), msg);
+}
+
+/*
+ * Reachability. Every request that got no reply at all (connect failure, timeout, a transfer
+ * cut short) counts as a failure to reach etcd; any HTTP reply proves it reachable. The change
+ * is logged once each way and, while it lasts, a summary every ETCD_UNREACHABLE_SUMMARY_MS:
+ * during an outage every request fails, and one line per failure would flood the log.
+ */
+
+static void client_note_unreachable(EtcdClient *c, const char *what, const char *ep,
+				    const char *why)
+{
+	int64_t now = now_ms();
+
+	if (!c->unreachable) {
+		c->unreachable = true;
+		c->unreachable_since_ms = now;
+		c->unreachable_logged_ms = now;
+		c->unreachable_failures = 1;
+		client_log(c, ETCD_LOG_WARNING, "etcd is unreachable: %s to \"%s\" failed: %s", what,
+			   ep, why);
+		return;
+	}
+	c->unreachable_failures++;
+	if (now - c->unreachable_logged_ms >= ETCD_UNREACHABLE_SUMMARY_MS) {
+		c->unreachable_logged_ms = now;
+		client_log(c, ETCD_LOG_WARNING,
+			   "etcd still unreachable after %" PRId64 " s, %" PRIu64
+			   " requests failed (last: %s to \"%s\": %s)",
+			   (now - c->unreachable_since_ms) / 1000, c->unreachable_failures, what, ep,
+			   why);
+	}
+}
+
+static void client_note_reachable(EtcdClient *c)
+{
+	int64_t down_ms;
+
+	if (!c->unreachable)
+		return;
+	c->unreachable = false;
+	down_ms = now_ms() - c->unreachable_since_ms;
+	client_log(c, ETCD_LOG_INFO,
+		   "etcd answers again after %" PRId64 ".%01" PRId64 " s, %" PRIu64
+		   " requests failed meanwhile",
+		   down_ms / 1000, (down_ms % 1000) / 100, c->unreachable_failures);
 }
 
 /*
@@ -267,6 +323,7 @@ static void req_free(EtcdRequest *req)
 	free(req->url);
 	free(req->body);
 	free(req->buf);
+	etcd_stream_cleanup(&req->lines);
 	free(req);
 }
 
@@ -295,6 +352,7 @@ static EtcdRequest *req_new(EtcdClient *c, EtcdReqRole role, EtcdReplyKind kind,
 	req->kind = kind;
 	req->path = path;
 	req->body = body;
+	etcd_stream_init(&req->lines, ETCD_WATCH_MAX_LINE, ETCD_WATCH_MAX_HELD);
 	req->endpoint = c->good_ep;
 	req->next = c->requests;
 	if (c->requests)
@@ -309,6 +367,13 @@ static size_t req_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 
 	/* Only buffering here: parsing and callbacks wait until libcurl has returned. */
+	if (req->role == ROLE_WATCH_STREAM) {
+		/* a line or backlog above the bounds ends the transfer; req_done() says why */
+		if (!etcd_stream_append(&req->lines, data, n))
+			return 0;
+		req->watch->last_data_ms = now_ms();
+		return n;
+	}
 	if (req->len + n > ETCD_MAX_REPLY)
 		return 0;
 	if (req->len + n + 1 > req->cap) {
@@ -343,6 +408,7 @@ static bool req_start_attempt(EtcdRequest *req, char *err, size_t errlen)
 	req_detach_easy(req);
 	req->attempts++;
 	req->len = 0;
+	etcd_stream_reset(&req->lines);
 	req->errbuf[0] = '\0';
 	req->token_gen = c->token_gen;
 	curl_slist_free_all(req->headers);
@@ -556,6 +622,7 @@ static void auth_done(EtcdClient *c, const EtcdResult *res)
 			etcd_result_fail(&fail, res->grpc_code,
 					 "could not authenticate to etcd: %s", res->error);
 			fail.http_status = res->http_status;
+			fail.unreachable = res->unreachable;
 			req_complete(req, &fail);
 		}
 	}
@@ -645,10 +712,20 @@ static void req_done(EtcdRequest *req, CURLcode rc)
 	curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
 	if (req->role == ROLE_WATCH_STREAM) {
 		req_detach_easy(req);
-		if (rc != CURLE_OK)
-			etcd_result_fail(&res, 0, "watch stream to \"%s\" failed: %s", ep,
-					 req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc));
-		else if (status == 401)
+		if (rc != CURLE_OK && req->lines.error != ETCD_STREAM_OK) {
+			etcd_result_fail(&res, 0,
+					 "watch stream from \"%s\" ended: %s (limits: %zu bytes a "
+					 "line, %zu bytes held)",
+					 ep, etcd_stream_error_name(req->lines.error),
+					 req->lines.max_line, req->lines.max_held);
+			client_log(c, ETCD_LOG_WARNING, "etcd %s, restarting the watch", res.error);
+		} else if (rc != CURLE_OK) {
+			const char *why = req->errbuf[0] ? req->errbuf : curl_easy_strerror(rc);
+
+			etcd_result_fail(&res, 0, "watch stream to \"%s\" failed: %s", ep, why);
+			res.unreachable = true;
+			client_note_unreachable(c, "the watch stream", ep, why);
+		} else if (status == 401)
 			etcd_result_fail(&res, ETCD_GRPC_UNAUTHENTICATED,
 					 "watch stream to \"%s\" was refused: invalid token", ep);
 		else
@@ -675,6 +752,8 @@ static void req_done(EtcdRequest *req, CURLcode rc)
 			return;
 		if (!req->pinned)
 			next_endpoint(c, req->endpoint);
+		client_note_unreachable(c, req->path, ep, why);
+		res.unreachable = true;
 		if (rc == CURLE_OPERATION_TIMEDOUT)
 			etcd_result_fail(&res, 0, "etcd request %s to \"%s\" timed out", req->path,
 					 ep);
@@ -684,6 +763,7 @@ static void req_done(EtcdRequest *req, CURLcode rc)
 		return;
 	}
 
+	client_note_reachable(c);
 	etcd_json_parse_reply(req->kind, status, req->buf ? req->buf : "", req->len, &res);
 	if (!res.ok && res.grpc_code == ETCD_GRPC_UNAUTHENTICATED && c->username &&
 	    req->role != ROLE_AUTH && !req->auth_retried) {
@@ -927,6 +1007,7 @@ static bool watch_handle(EtcdWatch *w, const EtcdWatchResponse *resp)
 	if (resp->created) {
 		bool reconnected = w->was_streaming;
 
+		client_note_reachable(c);
 		w->state = WATCH_STREAMING;
 		w->backoff_ms = c->backoff_min_ms;
 		c->good_ep = w->stream->endpoint;
@@ -958,22 +1039,17 @@ static bool watch_deliver_one(EtcdWatch *w)
 	EtcdRequest *req = w->stream;
 	EtcdWatchResponse resp;
 	char err[256];
-	char *nl;
+	const char *line;
 	size_t linelen;
 	bool parsed, blank;
 
-	if (!req || req->len == 0)
+	/* Taking the line consumes it before any callback (the callback may free the stream);
+	 * the line itself stays readable until the next append, which cannot happen here. */
+	if (!req || !etcd_stream_next(&req->lines, &line, &linelen))
 		return false;
-	nl = memchr(req->buf, '\n', req->len);
-	if (!nl)
-		return false;
-	linelen = (size_t)(nl - req->buf);
 	/* The gateway separates messages with "\n"; tolerate blank lines and "\r\n". */
-	blank = linelen == 0 || (linelen == 1 && req->buf[0] == '\r');
-	parsed = blank || etcd_json_parse_watch_line(req->buf, linelen, &resp, err, sizeof(err));
-	/* Consume the line before any callback: the callback may free the stream. */
-	memmove(req->buf, nl + 1, req->len - linelen - 1);
-	req->len -= linelen + 1;
+	blank = linelen == 0;
+	parsed = blank || etcd_json_parse_watch_line(line, linelen, &resp, err, sizeof(err));
 	if (!parsed) {
 		watch_broken(w, "%s", err);
 		return true;

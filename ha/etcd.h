@@ -29,7 +29,13 @@ typedef enum EtcdLogLevel {
 
 const char *etcd_log_level_name(EtcdLogLevel lvl);
 
-/* Receives every message the client wants to say (endpoint switches, watch reconnects). */
+/*
+ * Receives every message the client wants to say: endpoint switches, watch reconnects, a watch
+ * stream ended for exceeding its bounds (ha/etcd_stream.h), and etcd's reachability: a WARNING
+ * when no endpoint answers any more, a summary WARNING every 10 s while that lasts, and an INFO
+ * line with its duration when etcd answers again (EtcdResult.unreachable marks the failures
+ * this covers).
+ */
 typedef void (*EtcdLogHook)(EtcdLogLevel lvl, const char *msg, void *arg);
 
 /*

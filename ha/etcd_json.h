@@ -60,9 +60,13 @@ typedef struct EtcdOpResponse {
  * ok is false on any failure (transport, HTTP, gRPC error, bad reply); error then says why.
  * A txn whose compares failed is ok with succeeded = false. A keepalive on a dead lease is not
  * ok: grpc_code = ETCD_GRPC_NOT_FOUND and ttl = 0.
+ * unreachable is set when no endpoint answered at all (connect failure, timeout, a transfer
+ * cut short): the client logs etcd's reachability itself (once per change, then a summary at
+ * intervals), so a caller may log such a failure at debug level only.
  */
 typedef struct EtcdResult {
 	bool ok;
+	bool unreachable;
 	char error[256];
 	long http_status; /* 0 when no HTTP reply arrived */
 	int grpc_code;    /* ETCD_GRPC_*, 0 when none */

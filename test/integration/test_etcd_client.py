@@ -50,7 +50,7 @@ def build_probe(out, sanitize=False):
     sanitizer build always compiles the sources, so that the client itself is instrumented."""
     base = ["cc", "-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
             "-Wno-unused-parameter", "-I" + ROOT, "-o", out, os.path.join(HERE, "etcdprobe.c")]
-    sources = [os.path.join(ROOT, "ha", "etcd.c"), os.path.join(ROOT, "ha", "etcd_json.c")]
+    sources = [os.path.join(ROOT, "ha", n) for n in ("etcd.c", "etcd_json.c", "etcd_stream.c")]
     if sanitize:
         cmd = base + ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] + sources + \
             pkg_flags() + ["-lm"]
