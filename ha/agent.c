@@ -572,6 +572,7 @@ static const char *lease_state_name(LeaseState s)
 static void lease_set(HaAgent *a, LeaseState to, int64_t id, const char *why)
 {
 	LeaseState from = a->lease_state;
+	bool quiet;
 
 	if (from == to)
 		return;
@@ -581,9 +582,10 @@ static void lease_set(HaAgent *a, LeaseState to, int64_t id, const char *why)
 		a->local.lease.lost = false;
 		a->local.lease.release_requested = false;
 	}
-	alog(a, to == LEASE_GRANTING ? LOG_DEBUG : LOG_INFO,
-	     "lease %" PRId64 ": %s -> %s (%s)", id, lease_state_name(from),
-	     lease_state_name(to), why);
+	/* asking for a lease, and failing to get one while etcd is away, repeat every heartbeat */
+	quiet = to == LEASE_GRANTING || (from == LEASE_GRANTING && to == LEASE_NONE);
+	alog(a, quiet ? LOG_DEBUG : LOG_INFO, "lease %" PRId64 ": %s -> %s (%s)", id,
+	     lease_state_name(from), lease_state_name(to), why);
 }
 
 static void grant_cb(EtcdClient *c, const EtcdResult *res, void *arg)

@@ -204,8 +204,8 @@ static void client_note_unreachable(EtcdClient *c, const char *what, const char 
 		c->unreachable_since_ms = now;
 		c->unreachable_logged_ms = now;
 		c->unreachable_failures = 1;
-		client_log(c, ETCD_LOG_WARNING, "etcd is unreachable: %s to \"%s\" failed: %s", what,
-			   ep, why);
+		client_log(c, ETCD_LOG_WARNING, "etcd is unreachable: %s to \"%s\" failed: %s",
+			   what, ep, why);
 		return;
 	}
 	c->unreachable_failures++;
@@ -214,8 +214,8 @@ static void client_note_unreachable(EtcdClient *c, const char *what, const char 
 		client_log(c, ETCD_LOG_WARNING,
 			   "etcd still unreachable after %" PRId64 " s, %" PRIu64
 			   " requests failed (last: %s to \"%s\": %s)",
-			   (now - c->unreachable_since_ms) / 1000, c->unreachable_failures, what, ep,
-			   why);
+			   (now - c->unreachable_since_ms) / 1000, c->unreachable_failures, what,
+			   ep, why);
 	}
 }
 
