@@ -132,8 +132,11 @@ static void client_close_cb(Sbuf *sb, const char *reason)
 {
 	Client *c = (Client *)sb;
 
-	if (strcmp(reason, "invalid packet length") == 0)
+	if (reason == SBUF_REASON_BAD_LENGTH)
 		disconnect_client(c, "08P01", "invalid message length");
+	else if (reason == SBUF_REASON_TOO_LARGE)
+		disconnect_client(c, "08P01", "message too large: pgpilot holds at most %u bytes of one "
+				  "message it must inspect whole", sbuf_hold_limit(&c->sbuf));
 	else if (c->state == CL_LOGIN)
 		disconnect_client(c, NULL, "client disconnected during login: %s", reason);
 	else
@@ -509,12 +512,18 @@ static SbufAction client_handle_startup(Client *c, const uint8_t *pkt, uint32_t 
 	char err[256];
 	bool power;
 
-	if (code == PROTO_SSL || code == PROTO_GSSENC) {
-		/* no TLS yet: 'N' tells the client to go on in clear text */
+	if ((code == PROTO_SSL && !c->ssl_requested) || (code == PROTO_GSSENC && !c->gss_requested)) {
+		/* no TLS yet: 'N' tells the client to go on in clear text. As PostgreSQL, one of
+		 * each per connection: a second one falls through to the version check below, so
+		 * a flood of them costs two bytes of output, not an unbounded queue. */
 		if (total != 8) {
 			disconnect_client(c, "08P01", "invalid length of startup packet");
 			return SB_CLOSED;
 		}
+		if (code == PROTO_SSL)
+			c->ssl_requested = true;
+		else
+			c->gss_requested = true;
 		if (!client_send(c, "N", 1))
 			return SB_CLOSED;
 		return SB_CONSUMED;
@@ -555,18 +564,19 @@ static SbufAction client_handle_startup(Client *c, const uint8_t *pkt, uint32_t 
 	c->sbuf.startup = false;
 	c->sbuf.max_packet = (uint32_t)cfg->max_packet_size;
 	{
-		Database *db = database_lookup(sp.database);
+		bool known;
+		Database *db = database_peek(sp.database, &known);
 
-		if (!db) {
+		if (!known) {
 			disconnect_client(c, "3D000", "no such database: %s", sp.database);
 			return SB_CLOSED;
 		}
-		if (db->disabled) {
+		if (db && db->disabled) {
 			disconnect_client(c, "55000", "database \"%s\" does not allow connections",
 					  sp.database);
 			return SB_CLOSED;
 		}
-		if (db->admin) {
+		if (db && db->admin) {
 			if (!client_is_admin_user(sp.user, &power)) {
 				disconnect_client(c, "28000", "not allowed to connect to the admin console");
 				return SB_CLOSED;

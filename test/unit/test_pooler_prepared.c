@@ -119,6 +119,39 @@ static void test_targets(void **state)
 	assert_true(ps_tag_drops_all("DEALLOCATE ALL", 14));
 	assert_false(ps_tag_drops_all("DEALLOCATE", 11));
 	assert_false(ps_tag_drops_all("SELECT 1", 9));
+	assert_true(ps_tag_names_statement("PREPARE", 8));
+	assert_true(ps_tag_names_statement("DEALLOCATE", 11));
+	assert_true(ps_tag_names_statement("DEALLOCATE", 10));
+	assert_false(ps_tag_names_statement("DEALLOCATE ALL", 15));
+	assert_false(ps_tag_names_statement("PREPARED", 9));
+	assert_false(ps_tag_names_statement("SELECT 1", 9));
+}
+
+/* Server-side names cannot be guessed ahead of time: each carries 64 random bits, so a client
+ * cannot PREPARE, on a server, the name pgpilot will give a statement there later. */
+static void test_server_names_unpredictable(void **state)
+{
+	uint8_t a[1024], b[1024];
+	PsParseMsg ma, mb;
+	PsStmt *sa, *sb;
+	unsigned long long ida, idb;
+	char salta[32], saltb[32];
+
+	mk_parse(a, "n1", "SELECT 'unpredictable 1'", 0, NULL);
+	mk_parse(b, "n2", "SELECT 'unpredictable 2'", 0, NULL);
+	assert_int_equal(ps_read_parse(a, get_be32(a + 1) + 1, &ma), PS_READ_OK);
+	assert_int_equal(ps_read_parse(b, get_be32(b + 1) + 1, &mb), PS_READ_OK);
+	sa = ps_stmt_intern(ma.body, ma.body_len);
+	sb = ps_stmt_intern(mb.body, mb.body_len);
+	assert_non_null(sa);
+	assert_non_null(sb);
+	assert_int_equal(sscanf(sa->server_name, "PGPILOT_%llu_%16s", &ida, salta), 2);
+	assert_int_equal(sscanf(sb->server_name, "PGPILOT_%llu_%16s", &idb, saltb), 2);
+	assert_int_equal(strlen(salta), 16);
+	assert_string_not_equal(salta, saltb);
+	assert_true(strlen(sa->server_name) < 64); /* NAMEDATALEN */
+	ps_stmt_unref(sa);
+	ps_stmt_unref(sb);
 }
 
 static void test_registry_sharing(void **state)
@@ -415,6 +448,7 @@ int main(void)
 		cmocka_unit_test(test_bind_rewrite),
 		cmocka_unit_test(test_targets),
 		cmocka_unit_test(test_registry_sharing),
+		cmocka_unit_test(test_server_names_unpredictable),
 		cmocka_unit_test(test_client_map),
 		cmocka_unit_test(test_server_lru),
 		cmocka_unit_test(test_fifo_synth_and_swallow),
