@@ -42,7 +42,7 @@ void ps_stmt_ref(PsStmt *st);
 void ps_stmt_unref(PsStmt *st);
 /* Distinct statements alive (SHOW-style statistics and tests). */
 size_t ps_stmt_count(void);
-/* 64-bit FNV-1a, the registry's hash. */
+/* The registry's and client maps' hash: SipHash-2-4 under a per-process random key. */
 uint64_t ps_hash(const uint8_t *data, size_t len);
 
 /* --- a client's statements: its name -> PsStmt --- */

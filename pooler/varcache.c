@@ -3,6 +3,8 @@
  * Tracked parameters and the string pool behind them. See varcache.h.
  */
 #include "pooler/varcache.h"
+#include "protocol/random.h"
+#include "protocol/siphash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +24,19 @@ typedef struct PoolStr {
 static PoolStr *strpool_tab[STRPOOL_BUCKETS];
 static size_t strpool_n;
 
+/* Parameter values come from clients: hash them under a per-process random key (as the
+ * statement tables do), so that chosen values cannot all land in one bucket. */
 static uint32_t str_hash(const char *s)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-	while (*s)
-		h = (h ^ (uint8_t)*s++) * 16777619u;
-	return h;
+	static uint8_t key[SIPHASH_KEY_LEN];
+	static bool keyed;
+
+	if (unlikely(!keyed)) {
+		if (!random_bytes(key, sizeof(key)))
+			memset(key, 0x5a, sizeof(key)); /* still a working table, if a weaker one */
+		keyed = true;
+	}
+	return (uint32_t)siphash24(key, s, strlen(s));
 }
 
 const char *strpool_get(const char *s)
