@@ -123,15 +123,18 @@ def flood(sock, chunk, seconds, pid, stop_growth_kib=None):
 # -- finding 1: SSLRequest / GSSENCRequest flood
 
 
+@pytest.mark.pgpilot_only
 @pytest.mark.parametrize("req", [SSL_REQUEST, GSSENC_REQUEST], ids=["ssl", "gssenc"])
 def test_second_encryption_request_refused(pooler_factory, bystander, req):
     """PostgreSQL answers one SSLRequest and one GSSENCRequest per connection: the same request
-    a second time gets an ErrorResponse or a close, never a second 'N'."""
+    a second time gets an ErrorResponse or a close, never a second 'N' (PgBouncer 1.18 answers
+    'N' again)."""
     p = pooler_factory()
     b = bystander(p)
     r = harness.RawClient(p.port)
-    r.send(req + req)
+    r.send(req)
     assert r.read_byte() == b"N"
+    r.send(req)
     r.sock.settimeout(5)
     nxt = r.read_byte()
     assert nxt in (None, b"E"), f"second request answered {nxt!r}"
@@ -459,15 +462,15 @@ def test_fresh_server_not_checked(pooler_factory, pg):
         "min_pool_size": "2", "default_pool_size": "2",
         "server_check_query": "INSERT INTO check_runs DEFAULT VALUES",
         "server_check_delay": "30", "server_idle_timeout": "600"})
-    with p.connect() as c:
-        assert c.execute("SELECT 1").fetchone()[0] == 1
+    idle = p.connect()  # (PgBouncer fills min_pool_size only while the pool has a client)
+    assert idle.execute("SELECT 1").fetchone()[0] == 1
     # the janitor opens the second server of min_pool_size
     harness.wait_until(lambda: len(pg.backends(user="md5user", dbname="appdb")) >= 2, 15,
                        what="min_pool_size servers")
     time.sleep(1.5)
     assert len(pg.backends(user="md5user", dbname="appdb")) == 2
     # two clients in a transaction at once use both servers
-    with p.connect() as c1, p.connect() as c2:
+    with idle, p.connect() as c1, p.connect() as c2:
         with c1.transaction(), c2.transaction():
             pids = {c1.execute("SELECT pg_backend_pid()").fetchone()[0],
                     c2.execute("SELECT pg_backend_pid()").fetchone()[0]}
