@@ -107,6 +107,7 @@ struct HaAgent {
 	LeaseState lease_state;
 	int64_t lease_id;  /* MEMBER and LEADER only, else 0 */
 	int64_t revoke_id; /* REVOKING only, else 0 */
+	int64_t stale_revoke_id; /* an earlier run's lease holding the key, revoked (or being) */
 	bool grant_inflight, keepalive_inflight, renew_inflight, race_inflight, revoke_inflight,
 	    publish_inflight, status_inflight, failover_clear_inflight;
 	int64_t last_keepalive_ms, renew_sent_ms, race_sent_ms;
@@ -661,6 +662,52 @@ static void lease_revoke_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 		  res->ok ? "revoked, with the keys on it" : "etcd no longer keeps it");
 	grant_lease(a);
 	decide_soon(a);
+}
+
+static void stale_revoke_cb(EtcdClient *c, const EtcdResult *res, void *arg)
+{
+	HaAgent *a = arg;
+
+	if (a->freeing)
+		return;
+	if (res->ok)
+		alog(a, LOG_INFO, "lease %" PRId64 " of an earlier run revoked, with the leader key",
+		     a->stale_revoke_id);
+	else if (res->unreachable || res->grpc_code == ETCD_GRPC_UNAVAILABLE)
+		a->stale_revoke_id = 0; /* the next decision asks again */
+	else if (res->grpc_code != ETCD_GRPC_NOT_FOUND)
+		alog(a, LOG_WARNING, "could not revoke lease %" PRId64 " of an earlier run: %s",
+		     a->stale_revoke_id, res->error);
+	decide_soon(a);
+}
+
+static void lease_give_up(HaAgent *a, const char *why);
+
+/*
+ * The leader key names me on a lease this agent does not hold, and the rules wait for it to
+ * expire (PostgreSQL is not a running primary). On the lease this agent keeps alive (a race
+ * txn whose reply was lost) it would never expire: the lease is given up. On a lease of an
+ * earlier run of this member it is revoked once (best effort): the key goes now rather than
+ * within L, and an etcd restart, which gives every lease a fresh TTL, cannot prolong the wait.
+ */
+static void revoke_stale_key(HaAgent *a)
+{
+	int64_t id = a->keys.leader_lease;
+
+	if (a->lease_state != LEASE_MEMBER || a->race_inflight || !id ||
+	    strcmp(a->keys.leader, me(a)) != 0)
+		return;
+	if (id == a->lease_id) {
+		lease_give_up(a, "the leader key is on this lease, which does not hold it");
+		return;
+	}
+	if (id == a->stale_revoke_id)
+		return;
+	a->stale_revoke_id = id;
+	alog(a, LOG_INFO, "revoking lease %" PRId64 " of an earlier run, which holds the leader key",
+	     id);
+	if (!etcd_lease_revoke(a->etcd, id, stale_revoke_cb, a))
+		a->stale_revoke_id = 0;
 }
 
 static void send_revoke(HaAgent *a)
@@ -1543,12 +1590,8 @@ static void decide(HaAgent *a)
 				 "giving the leader key up: waiting for the revoke to complete or "
 				 "the lease to expire");
 		}
-		/* the key names me on the lease I keep alive, yet I do not hold it (a race whose
-		 * reply was lost): waiting for it to expire would wait for ever */
-		if (d.action == HA_ACT_WAIT && a->lease_state == LEASE_MEMBER &&
-		    !a->race_inflight && a->keys.leader_lease == a->lease_id &&
-		    strcmp(a->keys.leader, me(a)) == 0)
-			lease_give_up(a, "the leader key is on this lease, which does not hold it");
+		if (a->dec.action == HA_ACT_WAIT && d.action == HA_ACT_WAIT)
+			revoke_stale_key(a);
 		if (d.action == HA_ACT_DEMOTE && bootstrap_possible(a)) {
 			d.action = HA_ACT_RACE;
 			d.delay_ms = 1; /* not a plain race: bootstrap() below */

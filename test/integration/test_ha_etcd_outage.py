@@ -7,6 +7,8 @@ outage must not keep its old lease alive: the leader key on it would never expir
 would be primary again (issue 9, finding 1). Nobody touches an agent here: a writable primary
 (an INSERT through a pgpilot commits) must be there within pg_rto of etcd's return. The agents
 log etcd's unreachability once, then a summary at intervals, not one line per failed request.
+A key left by an earlier run of an agent on its dead lease is revoked by the next run rather
+than waited for.
 """
 
 import os
@@ -84,3 +86,22 @@ def test_etcd_outage_primary_again_within_pg_rto(ha, outage):
         sys.stderr.write(f"{m}: {len(lines)} 'unreachable' lines\n")
         assert len(lines) <= bound, (f"{m} logged {len(lines)} lines about etcd being "
                                      f"unreachable (bound {bound}):\n" + "\n".join(lines[:20]))
+
+
+def test_key_of_an_earlier_run_is_revoked(ha):
+    """The primary's node dies (agent and PostgreSQL SIGKILLed) and its agent alone is started
+    again at once, its PostgreSQL still down: the leader key names this member on the dead
+    agent's lease, so the new agent revokes that lease (best effort) instead of waiting for it
+    to expire, and another member becomes primary."""
+    old = ha.members[0]
+    lease_before = ha.etcd._post("/v3/kv/range", {"key": ha.etcd._b64(
+        f"{C.NAMESPACE}/{C.CLUSTER_NAME}/leader")})["kvs"][0]["lease"]
+    ha.kill_node(old)
+    offset = ha.pilots[old].log_size()
+    t0 = time.monotonic()
+    ha.pilots[old].start()
+    new, dt = ha.wait_new_primary(old, timeout=PG_RTO + 20)
+    since = time.monotonic() - t0
+    log = ha.pilots[old].log_since(offset)
+    sys.stderr.write(f"\nagent restarted, PostgreSQL down: new primary {new} {since:.2f}s later\n")
+    assert f"revoking lease {lease_before} of an earlier run" in log, log[-3000:]
