@@ -66,6 +66,7 @@ typedef enum StepKind {
 	STEP_HALT,    /* SIGKILL every process of the server on pg_data, wait until all are gone */
 	STEP_CONF_SAVE,    /* before pg_rewind: read the node's configuration files into memory */
 	STEP_CONF_RESTORE, /* after pg_rewind: write them back */
+	STEP_SOURCE_CHECKPOINT, /* CHECKPOINT on the rewind source (tolerated) */
 } StepKind;
 
 static const char *step_name(StepKind k)
@@ -85,6 +86,7 @@ static const char *step_name(StepKind k)
 	    [STEP_HALT] = "halt",
 	    [STEP_CONF_SAVE] = "configuration backup",
 	    [STEP_CONF_RESTORE] = "configuration restore",
+	    [STEP_SOURCE_CHECKPOINT] = "checkpoint on the source",
 	};
 
 	return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "unknown";
@@ -112,7 +114,7 @@ struct HaActionRun {
 	int64_t quiet_since_ms; /* STEP_HALT: since when no process was seen; 0 = one was */
 	pid_t killed[KILLED_MAX];
 	int nkilled;
-	char note[200]; /* what the clean-up or halt did, added to the outcome */
+	char note[600]; /* what the clean-up, halt or rewind did, added to the outcome */
 	bool started;
 	bool start_waited;  /* STEP_START: the back-off wait is over, start now */
 	bool conf_restored; /* the configuration backup was written back (or not needed) */
@@ -872,10 +874,16 @@ static void child_done(HaActionRun *r, int status)
 	case STEP_REWIND:
 		if (!ok && !r->rewind_retried && strstr(out, "shut down cleanly")) {
 			/* crash-recover it as a standby without upstream, stop, rewind again */
-			static const StepKind again[] = {
-			    STEP_CONF_STANDBY_NOUP, STEP_CLEANUP, STEP_START,
-			    STEP_STOP_FAST,         STEP_REWIND,  STEP_CONF_RESTORE,
-			    STEP_CONF_STANDBY,      STEP_CLEANUP, STEP_START};
+			static const StepKind again[] = {STEP_CONF_STANDBY_NOUP,
+							 STEP_CLEANUP,
+							 STEP_START,
+							 STEP_STOP_FAST,
+							 STEP_SOURCE_CHECKPOINT,
+							 STEP_REWIND,
+							 STEP_CONF_RESTORE,
+							 STEP_CONF_STANDBY,
+							 STEP_CLEANUP,
+							 STEP_START};
 
 			r->rewind_retried = true;
 			memcpy(r->steps, again, sizeof(again));
@@ -883,6 +891,13 @@ static void child_done(HaActionRun *r, int status)
 			r->cur = 0;
 			run_step(r);
 			return;
+		}
+		if (ok && out[0]) {
+			/* what pg_rewind did ("servers diverged at ...", "no rewind required") */
+			size_t len = strlen(r->note);
+
+			snprintf(r->note + len, sizeof(r->note) - len, "%s%s", len ? ", " : "",
+				 out);
 		}
 		break;
 	case STEP_START:
@@ -1191,6 +1206,18 @@ static void sql_done(void *arg, HaPgError e, const PGresult *res, const char *er
 	StepKind k = r->steps[r->cur];
 
 	r->task = NULL;
+	if (k == STEP_SOURCE_CHECKPOINT) {
+		if (e != HA_PGERR_NONE) {
+			size_t len = strlen(r->note);
+
+			/* pg_rewind runs all the same; it may find "no rewind required" */
+			snprintf(r->note + len, sizeof(r->note) - len,
+				 "%scould not checkpoint the source: %s: %.200s", len ? ", " : "",
+				 ha_pg_error_name(e), error ? error : "");
+		}
+		run_next(r);
+		return;
+	}
 	if (k == STEP_FENCE_SQL) {
 		run_next(r); /* tolerated: the node may already be unreachable; the stop follows */
 		return;
@@ -1339,6 +1366,20 @@ static void run_step(HaActionRun *r)
 	case STEP_REWIND:
 		run_rewind(r);
 		return;
+	case STEP_SOURCE_CHECKPOINT: {
+		/*
+		 * A freshly promoted source's control file names its new timeline only after the
+		 * checkpoint that ends recovery; before that pg_rewind compares the old timeline
+		 * and says "no rewind required" (Patroni waits for that checkpoint too).
+		 */
+		static const char *const q[] = {"CHECKPOINT"};
+
+		r->task = ha_pg_run(r->base, r->source ? r->source : "", NULL, 0, q, 1,
+				    (int)left_ms(r), sql_done, r);
+		if (!r->task)
+			run_finish(r, false, "%s: out of memory", r->name);
+		return;
+	}
 	case STEP_CLEANUP:
 	case STEP_HALT:
 		run_scan(r);
@@ -1425,9 +1466,9 @@ HaActionRun *ha_action_rewind(const HaNode *n, const char *source, const char *c
 			      int timeout_ms, HaActionDone cb, void *arg)
 {
 	/* the clean-up first: pg_ctl stop would wait on a stale postmaster.pid */
-	static const StepKind steps[] = {STEP_CLEANUP, STEP_STOP_FAST,    STEP_CONF_SAVE,
-					 STEP_REWIND,  STEP_CONF_RESTORE, STEP_CONF_STANDBY,
-					 STEP_CLEANUP, STEP_START};
+	static const StepKind steps[] = {STEP_CLEANUP,           STEP_STOP_FAST, STEP_CONF_SAVE,
+					 STEP_SOURCE_CHECKPOINT, STEP_REWIND,    STEP_CONF_RESTORE,
+					 STEP_CONF_STANDBY,      STEP_CLEANUP,   STEP_START};
 
 	return run_new("rewind", n, conninfo, source, timeout_ms, cb, arg, steps,
 		       (int)ARRAY_SIZE(steps));

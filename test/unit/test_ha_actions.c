@@ -675,6 +675,7 @@ static void test_rewind_keeps_conf(void **state)
 	run_action(&o, true, bin);
 	assert_true(o.ok);
 	assert_non_null(strstr(o.detail, "kept the node's own configuration files"));
+	assert_non_null(strstr(o.detail, "pg_rewind: Done!")); /* what pg_rewind said */
 	assert_file(data, "postgresql.conf", "listen_addresses = '127.0.0.11'\nport = 5501\n");
 	assert_file(data, "pg_hba.conf", "local all all trust\n");
 	assert_file(data, "pg_ident.conf", NULL);
