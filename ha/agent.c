@@ -10,8 +10,10 @@
 #include "ha/agent.h"
 #include "ha/actions.h"
 #include "ha/etcd.h"
+#include "ha/fence_guard.h"
 #include "ha/health.h"
 #include "ha/member_json.h"
+#include "ha/watchdog.h"
 
 #include <event2/event.h>
 
@@ -136,6 +138,16 @@ struct HaAgent {
 	int64_t last_decide_ms;
 
 	struct event *heartbeat, *tick, *soon;
+	/* the fence guard (ha/fence_guard.h): armed while this node holds the leader key */
+	FenceGuard *guard;
+	int64_t guard_retry_ms; /* no guard: when to try starting one again */
+	HaWatchdog wd;          /* the kernel watchdog ([cluster] watchdog), open while leader */
+	bool wd_warned;         /* automatic: "running without it" logged */
+	bool wd_probe_ok;       /* required: the last trial activation worked */
+	int64_t wd_probe_ms;    /* ... when it ran */
+	/* the last leader seen and its lease's end as estimated here (the probe rule) */
+	char seen_leader[HA_NAME_MAX];
+	int64_t seen_leader_expiry_ms;
 	bool started, stopping, freeing;
 	void (*stop_done)(void *);
 	void *stop_arg;
@@ -241,6 +253,164 @@ static void leader_changed(HaAgent *a, const char *old)
 	     a->keys.leader[0] ? a->keys.leader : "none");
 	/* every election starts with fresh probes */
 	a->local.probes_done_ms = 0;
+}
+
+/*
+ * The fence guard. It is started (or an old one taken over) when the agent starts, fed with
+ * "stop PostgreSQL at last keepalive send + L - M" on every successful keepalive while this
+ * node holds the key, and disarmed once a demote, fence or release has left PostgreSQL not a
+ * primary. A graceful stop leaves it as it is: armed, it fires unless an agent takes it over.
+ */
+#define GUARD_RETRY_MS 10000
+
+static bool guard_open(HaAgent *a)
+{
+	FenceGuardState st;
+	bool took = false;
+	char err[256];
+
+	if (a->guard)
+		return true;
+	a->guard = fence_guard_open(a->cfg.pg_data, &took, &st, err, sizeof(err));
+	if (!a->guard) {
+		a->guard_retry_ms = ha_now_ms() + GUARD_RETRY_MS;
+		alog(a, LOG_ERROR, "no fence guard: %s", err);
+		return false;
+	}
+	if (took && st.armed)
+		alog(a, LOG_INFO,
+		     "took over the armed fence guard (PID %d): PostgreSQL is stopped in %" PRId64
+		     " ms unless this agent renews the lease",
+		     (int)st.pid, st.deadline_ms - ha_now_ms());
+	else
+		alog(a, LOG_INFO, "%s the fence guard (PID %d)%s%s", took ? "took over" : "started",
+		     (int)st.pid, st.last[0] ? "; its last event: " : "", st.last);
+	return true;
+}
+
+/* Holding the key: the watchdog is activated (once) and kept alive with the guard. */
+static void watchdog_feed(HaAgent *a)
+{
+	HaWatchdog *w = &a->wd;
+
+	if (w->mode == HA_WATCHDOG_OFF)
+		return;
+	if (ha_watchdog_is_active(w)) {
+		if (!ha_watchdog_keepalive(w))
+			alog(a, LOG_WARNING, "%s", w->error);
+		return;
+	}
+	if (ha_watchdog_activate(w)) {
+		alog(a, LOG_INFO, "watchdog \"%s\" active, timeout %d s", w->device,
+		     w->actual_timeout_s);
+		a->wd_warned = false;
+		return;
+	}
+	if (w->mode == HA_WATCHDOG_REQUIRED) {
+		alog(a, LOG_ERROR, "watchdog = required, but %s: giving the leader key up",
+		     w->error);
+		a->local.lease.release_requested = true;
+	} else if (!a->wd_warned) {
+		alog(a, LOG_WARNING, "watchdog = automatic, but %s: running without it", w->error);
+		a->wd_warned = true;
+	}
+}
+
+/* watchdog = required: may this member become leader? A trial activation, cached for R. */
+static bool watchdog_usable(HaAgent *a, char *why, size_t len)
+{
+	int64_t now = ha_now_ms();
+
+	if (a->wd.mode != HA_WATCHDOG_REQUIRED || ha_watchdog_is_active(&a->wd))
+		return true;
+	if (!a->wd_probe_ms || now - a->wd_probe_ms >= a->cfg.timings.renew_ms) {
+		a->wd_probe_ms = now;
+		a->wd_probe_ok = ha_watchdog_activate(&a->wd);
+		ha_watchdog_disable(&a->wd);
+	}
+	if (!a->wd_probe_ok)
+		snprintf(why, len, "watchdog = required, but %.400s", a->wd.error);
+	return a->wd_probe_ok;
+}
+
+static void guard_feed(HaAgent *a, int64_t sent_ms)
+{
+	int64_t deadline = sent_ms + ha_timings_guard_delay(&a->cfg.timings);
+
+	watchdog_feed(a);
+
+	if (!a->guard && (ha_now_ms() < a->guard_retry_ms || !guard_open(a)))
+		return;
+	if (fence_guard_arm(a->guard, deadline))
+		return;
+	/* gone (killed?): start another and arm it */
+	fence_guard_close(a->guard);
+	a->guard = NULL;
+	if (guard_open(a) && fence_guard_arm(a->guard, deadline))
+		return;
+	alog(a, LOG_ERROR, "could not arm the fence guard");
+}
+
+static void guard_disarm(HaAgent *a, const char *why)
+{
+	if (ha_watchdog_is_active(&a->wd)) {
+		ha_watchdog_disable(&a->wd);
+		alog(a, LOG_INFO, "watchdog disabled (magic close): %s", why);
+	}
+	if (!a->guard || !fence_guard_is_armed(a->guard))
+		return;
+	if (fence_guard_disarm(a->guard))
+		alog(a, LOG_INFO, "fence guard disarmed: %s", why);
+	else
+		alog(a, LOG_WARNING, "could not disarm the fence guard");
+}
+
+/* Heartbeat: the guard's events, and a replica's guard disarmed (left armed by a dead agent). */
+static void guard_heartbeat(HaAgent *a, int64_t now)
+{
+	char msg[FENCE_GUARD_MSG_MAX];
+
+	if (!a->guard) {
+		if (now >= a->guard_retry_ms)
+			guard_open(a);
+		return;
+	}
+	if (!fence_guard_poll(a->guard, msg, sizeof(msg))) {
+		fence_guard_close(a->guard);
+		a->guard = NULL;
+		alog(a, LOG_WARNING, "the fence guard went away: starting another");
+		if (guard_open(a) && a->local.lease.held)
+			guard_feed(a, a->local.lease.last_ok_sent_ms);
+		return;
+	}
+	if (msg[0])
+		alog(a, LOG_ERROR, "the fence guard stopped PostgreSQL: %s", msg);
+	if (fence_guard_is_armed(a->guard) && !a->local.lease.held && !a->action &&
+	    a->have_local && a->local.self.state == HA_PG_RUNNING && a->local.self.in_recovery)
+		guard_disarm(a, "PostgreSQL is in recovery and this node does not hold the key");
+}
+
+/* The probe rule's facts (HaLocal.probe_timed_out, last_leader, last_leader_safe_ms). */
+static void guard_probe_facts(HaAgent *a)
+{
+	HaLocal *l = &a->local;
+	int64_t fresh = 3 * a->cfg.timings.renew_ms + a->cfg.timings.probe_ms, now = ha_now_ms();
+
+	if (a->keys.leader[0]) {
+		snprintf(a->seen_leader, sizeof(a->seen_leader), "%s", a->keys.leader);
+		if (a->keys.leader_expiry_ms)
+			a->seen_leader_expiry_ms = a->keys.leader_expiry_ms;
+	}
+	snprintf(l->last_leader, sizeof(l->last_leader), "%s", a->seen_leader);
+	l->last_leader_safe_ms = a->seen_leader_expiry_ms;
+	l->probe_timed_out = 0;
+	for (int i = 0; i < a->view.n_members && i < 32; i++) {
+		Slot *s = slot_find(a, a->view.members[i].name, false);
+
+		if (s && s->has_health && s->health.error == HA_PGERR_TIMEOUT &&
+		    now - s->health.at_ms <= fresh)
+			l->probe_timed_out |= UINT32_C(1) << i;
+	}
 }
 
 static void peer_probe_cb(void *arg, const HaHealth *h);
@@ -864,6 +1034,8 @@ static void renew_ka_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	}
 	a->lease_fresh_ms = a->renew_sent_ms;
 	a->last_keepalive_ms = ha_now_ms();
+	if (a->local.lease.held)
+		guard_feed(a, a->renew_sent_ms);
 	if (!send_status_txn(a, renew_txn_cb))
 		a->renew_inflight = false;
 }
@@ -913,6 +1085,7 @@ static void became_holder(HaAgent *a, int64_t sent_ms)
 	l->last_ok_sent_ms = sent_ms;
 	l->last_attempt_ms = sent_ms;
 	l->last_ok_ms = ha_now_ms();
+	guard_feed(a, sent_ms);
 	memcpy(old, a->keys.leader, sizeof(old));
 	snprintf(a->keys.leader, sizeof(a->keys.leader), "%s", me(a));
 	a->keys.leader_lease = a->lease_id;
@@ -1238,6 +1411,8 @@ static void action_done(void *arg, bool ok, const char *detail)
 	a->action_kind = HA_ACT_NONE;
 	a->action_halt = false;
 	alog(a, ok ? LOG_INFO : LOG_ERROR, "%s", detail);
+	if (ok && (kind == HA_ACT_DEMOTE || kind == HA_ACT_FENCE || kind == HA_ACT_RELEASE))
+		guard_disarm(a, "PostgreSQL is no longer a primary");
 	if (a->stopping)
 		return;
 	/* the next decision waits for fresh local facts: a probe from before the action lies */
@@ -1577,6 +1752,7 @@ static void decide(HaAgent *a)
 	    a->keys.leader_lease == a->lease_id)
 		became_holder(a, a->race_sent_ms);
 	compose_view(a);
+	guard_probe_facts(a);
 	ha_rules_decide(&a->view, &a->local, now, &a->cfg.timings, &d);
 	a->last_decide_ms = now;
 	a->dec = d;
@@ -1603,6 +1779,11 @@ static void decide(HaAgent *a)
 			bootstrap(a);
 			arm(a->tick, a->cfg.timings.renew_ms);
 			return;
+		}
+		if ((d.action == HA_ACT_RACE || d.action == HA_ACT_TAKEOVER) &&
+		    !watchdog_usable(a, d.reason, sizeof(d.reason))) {
+			d.action = HA_ACT_WAIT_NOT_ELIGIBLE;
+			d.delay_ms = 0;
 		}
 		a->dec = d;
 		log_decision(a, &d);
@@ -1653,6 +1834,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 		probe_peers(a, false, (int)(t->probe_ms > 1000 ? t->probe_ms : 1000));
 	if (!is_agent(a))
 		return;
+	guard_heartbeat(a, now);
 	if (!a->local_task) {
 		a->last_local_probe_ms = now;
 		a->local_task = ha_health_probe(a->base, a->cfg.pg_conn, NULL, 0, true,
@@ -1696,6 +1878,8 @@ HaAgent *ha_agent_new(struct event_base *base, const HaConfig *cfg, const HaAgen
 		a->cb = *cb;
 	a->arg = arg;
 	a->writes_allowed = true;
+	ha_watchdog_init(&a->wd, (HaWatchdogMode)a->cfg.watchdog_mode, a->cfg.watchdog_device,
+			 a->cfg.watchdog_timeout_s, NULL);
 	a->node.base = base;
 	a->node.pg_conn = a->cfg.pg_conn;
 	a->node.pg_data = a->cfg.pg_data;
@@ -1756,6 +1940,9 @@ bool ha_agent_start(HaAgent *a)
 	     ha_mode_name((HaMode)a->cfg.ha_mode), a->cfg.name, is_agent(a) ? " as member " : "",
 	     is_agent(a) ? me(a) : "", a->prefix,
 	     ha_timings_format(&a->cfg.timings, buf, sizeof(buf)));
+	/* before the first etcd request: no resolver thread exists yet when the guard forks */
+	if (is_agent(a))
+		guard_open(a);
 	read_all(a);
 	arm(a->heartbeat, 0);
 	return true;
@@ -1851,6 +2038,8 @@ void ha_agent_free(HaAgent *a)
 	free(a->published);
 	free(a->history_raw);
 	free(a->config_raw);
+	fence_guard_close(a->guard); /* the guard lives on: armed, it fires unless taken over */
+	ha_watchdog_disable(&a->wd); /* a graceful exit; kill -9 leaves it to reset the machine */
 	ha_config_cleanup(&a->cfg);
 	free(a);
 }

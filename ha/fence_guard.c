@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -348,6 +349,7 @@ static void guard_become(int lsock, const char *pg_data)
 	int null = open("/dev/null", O_RDWR);
 
 	setsid();
+	prctl(PR_SET_NAME, "pgpilot-guard", 0, 0, 0); /* what ps and /proc/<pid>/comm show */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	for (int s = 1; s < NSIG; s++)

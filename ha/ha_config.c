@@ -5,6 +5,7 @@
  */
 #include "ha/ha_config.h"
 #include "ha/member_json.h"
+#include "ha/watchdog.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -85,6 +86,14 @@ const HaConfigOption ha_config_options[] = {
      DAY_MS, false},
     {"rank_step", HA_OPT_MSEC, OFF(ov.rank_step_ms), false, "0",
      "race delay per rank, seconds; 0 = derived (0.2)", 0, DAY_MS, false},
+    {"watchdog", HA_OPT_STRING, OFF(watchdog), false, "off",
+     "kernel watchdog while leader: off, automatic (use it if it works) or required (no "
+     "leadership without it)", 0, 0, false},
+    {"watchdog_device", HA_OPT_STRING, OFF(watchdog_device), false, HA_WATCHDOG_DEVICE_DEFAULT,
+     "the watchdog device", 0, 0, false},
+    {"watchdog_safety_margin", HA_OPT_INT, OFF(watchdog_safety_margin), false, "5",
+     "seconds: the watchdog resets the machine this long before the lease expires", 0, 3600,
+     false},
     {NULL, 0, 0, false, NULL, NULL, 0, 0, false},
 };
 
@@ -380,6 +389,24 @@ bool ha_config_validate(HaConfig *cfg, char *err, size_t errlen)
 	if (!ha_timings_derive_overrides(cfg->pg_rto, cfg->pg_rpo, &cfg->ov, &cfg->timings, terr,
 					 sizeof(terr)))
 		add_err(err, errlen, "%s", terr);
+	{
+		HaWatchdogMode wm = HA_WATCHDOG_OFF;
+
+		if (cfg->watchdog && !ha_watchdog_mode_parse(cfg->watchdog, &wm))
+			add_err(err, errlen,
+				"invalid watchdog \"%s\": off, automatic or required is expected",
+				cfg->watchdog);
+		cfg->watchdog_mode = wm;
+		cfg->watchdog_timeout_s =
+		    ha_watchdog_timeout_s(cfg->timings.lease_ttl_ms, cfg->watchdog_safety_margin);
+		if (wm != HA_WATCHDOG_OFF && cfg->timings.renew_ms &&
+		    (int64_t)cfg->watchdog_timeout_s * 1000 <= cfg->timings.renew_ms)
+			add_err(err, errlen,
+				"watchdog_safety_margin %d s leaves a watchdog timeout of %d s within "
+				"lease_ttl %" PRId64 " s, not more than renew_interval %" PRId64 " ms",
+				cfg->watchdog_safety_margin, cfg->watchdog_timeout_s,
+				cfg->timings.lease_ttl_ms / 1000, cfg->timings.renew_ms);
+	}
 	if (cfg->ha_mode == HA_MODE_AGENT) {
 		if (!cfg->member)
 			add_err(err, errlen, "member must be set when ha_mode is agent");

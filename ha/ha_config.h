@@ -36,11 +36,16 @@ typedef struct HaConfig {
 	int failover_priority;
 	bool synchronous_mode; /* must stay off for now (rule 8 is a later issue) */
 	HaTimingOverrides ov;  /* explicit timings, 0 = derived */
+	char *watchdog;        /* off | automatic | required (ha/watchdog.h) */
+	char *watchdog_device; /* /dev/watchdog */
+	int watchdog_safety_margin; /* seconds: watchdog timeout = lease_ttl - this */
 
 	/* filled by ha_config_validate() */
 	HaTimings timings;
 	char adv_host[HA_HOST_MAX]; /* pg_advertise split, or pg_conn's host and port */
 	int adv_port;
+	int watchdog_mode;      /* HaWatchdogMode parsed from watchdog */
+	int watchdog_timeout_s; /* lease_ttl - watchdog_safety_margin, whole seconds */
 } HaConfig;
 
 typedef enum HaOptType {
