@@ -277,6 +277,31 @@ def test_prepared_large_message_on_fresh_pooler(pooler_factory, case):
 
 
 @pytest.mark.pgpilot_only
+@pytest.mark.parametrize("size", [5_000, 300_000], ids=["bind_5k", "bind_300k"])
+def test_large_bind_while_waiting_for_server(pooler_factory, size):
+    """Pool of one server held by another client's transaction: a psycopg client sends a Bind of
+    its prepared statement with a large parameter and waits for the server; once the holder
+    commits, the Bind goes through and the right answer comes back."""
+    p = pooler_factory(settings={"max_prepared_statements": "100", "default_pool_size": "1"})
+    q = "SELECT length(%s::text)"
+    with p.connect() as victim, p.connect() as holder:
+        assert victim.execute(q, ("x",), prepare=True).fetchone()[0] == 1
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        out = []
+        t = threading.Thread(target=lambda: out.append(
+            victim.execute(q, ("b" * size,), prepare=True).fetchone()[0]), daemon=True)
+        t.start()
+        time.sleep(1)
+        holder.execute("COMMIT")
+        t.join(20)
+        if t.is_alive():  # wedged: end the pooler so that the connections can close
+            p.stop()
+            t.join(10)
+        assert out == [size], "the client waiting with a large Bind is wedged"
+
+
+@pytest.mark.pgpilot_only
 def test_five_prepared_clients_pool_of_five(pooler_factory):
     """Five psycopg clients at once, each execute(prepare=True) of a 5,000-byte query, on a fresh
     pooler with a pool of 5: all five finish with their own result; SIGINT shutdown completes."""
