@@ -1043,22 +1043,30 @@ void client_server_lost(Client *c, Server *s, const char *reason)
 	char msg[400];
 	bool mid_message = s->sbuf.pkt_remain || (s->sbuf.buf && s->sbuf.buf->done < s->sbuf.buf->scan);
 	int mode = pool_effective_mode(c->pool);
+	/* a closing reason of our own (08007: a deposed primary) says it all in <reason> */
+	const char *code = s->lost_sqlstate ? s->lost_sqlstate : "08006";
 
 	/* bytes scanned for the dead server must not reach the next one */
 	sbuf_drop_unflushed(&c->sbuf);
 	sbuf_unlink(&c->sbuf);
 	if (mode == POOL_SESSION || mid_message) {
-		disconnect_client(c, "08006", "server connection crashed: %s", reason);
+		if (s->lost_sqlstate)
+			disconnect_client(c, code, "%s", reason);
+		else
+			disconnect_client(c, code, "server connection crashed: %s", reason);
 		return;
 	}
-	snprintf(msg, sizeof(msg), "server closed the connection unexpectedly: %s", reason);
+	if (s->lost_sqlstate)
+		snprintf(msg, sizeof(msg), "%s", reason);
+	else
+		snprintf(msg, sizeof(msg), "server closed the connection unexpectedly: %s", reason);
 	/* in transaction mode only the transaction is lost: an ERROR, not a FATAL */
 	if (c->expected_z) {
 		uint8_t tmp[700];
 		PktBuf pb;
 
 		pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
-		pktbuf_write_error(&pb, "ERROR", "08006", msg);
+		pktbuf_write_error(&pb, "ERROR", code, msg);
 		while (c->expected_z > 0 && !pb.failed) {
 			pktbuf_write_ready(&pb, 'I');
 			c->expected_z--;

@@ -118,6 +118,7 @@ typedef struct Server {
 	ScramClient *scram;	/* during SASL login */
 	PktBuf *login_params;	/* ParameterStatus messages seen during login */
 	char *fatal_msg;	/* a FATAL error it sent before closing, for its client */
+	const char *lost_sqlstate; /* told to its client when closed mid-request (NULL: 08006) */
 	char member[64];	/* cluster= databases: the member it is connected to */
 	VarCache vars;		/* the server's current parameter values */
 	PsServer *ps;		/* prepared statements it holds, replies its link owes */

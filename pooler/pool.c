@@ -959,6 +959,62 @@ void disconnect_server(Server *s, const char *fmt, ...)
 	pool_activate(p);
 }
 
+/* The first server of a cluster= pool connected to <member>, on any list; <count> gets their
+ * number when not NULL. */
+static Server *first_server_of_member(const char *member, int *count)
+{
+	Server *found = NULL;
+	List *it, *sit;
+
+	if (count)
+		*count = 0;
+	list_for_each(it, &all_pools) {
+		Pool *p = container_of(it, Pool, head);
+		List *lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers,
+				  &p->tested_servers, &p->new_servers };
+
+		if (!p->db->cfg.cluster)
+			continue;
+		for (size_t i = 0; i < ARRAY_SIZE(lists); i++)
+			list_for_each(sit, lists[i]) {
+				Server *s = container_of(sit, Server, head);
+
+				if (strcmp(s->member, member) != 0)
+					continue;
+				if (!count)
+					return s;
+				found = found ? found : s;
+				(*count)++;
+			}
+	}
+	return found;
+}
+
+int pool_close_servers_of_member(const char *member, const char *sqlstate, const char *fmt, ...)
+{
+	char reason[400];
+	va_list ap;
+	Server *s;
+	int n = 0, total;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	/*
+	 * One at a time, searching again after each: closing a server wakes its client and the
+	 * pool, which may move other servers between lists. At most the servers there were at the
+	 * start, so that one opened meanwhile to the same member cannot keep this going.
+	 */
+	s = first_server_of_member(member, &total);
+	while (s && n < total) {
+		s->lost_sqlstate = sqlstate;
+		disconnect_server(s, "%s", reason);
+		n++;
+		s = first_server_of_member(member, NULL);
+	}
+	return n;
+}
+
 /* --- pause, reconnect, kill --- */
 
 bool pools_quiet(const Database *db)

@@ -62,6 +62,13 @@ void pool_server_ready(Server *s);
 /* The one exit for connections. <sqlstate> NULL = no ErrorResponse to a client. */
 void disconnect_client(Client *c, const char *sqlstate, const char *fmt, ...) _PRINTF(3, 4);
 void disconnect_server(Server *s, const char *fmt, ...) _PRINTF(2, 3);
+/*
+ * Close at once every server of a cluster= pool connected to <member>, idle or busy: a client
+ * with a request in flight on one gets an ERROR with <sqlstate> and the reason as its message
+ * (the connection is kept where the protocol allows, as for 08006). Returns how many closed.
+ */
+int pool_close_servers_of_member(const char *member, const char *sqlstate, const char *fmt, ...)
+    _PRINTF(3, 4);
 
 /* Free parked objects; runs after the callbacks of the current loop iteration. */
 void pool_schedule_cleanup(void);

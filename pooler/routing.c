@@ -23,6 +23,8 @@ static DnsUpdater *updater;
 static DnsUpdater *old_updater;	/* replaced at RELOAD, freed once idle */
 static bool local_writes_ok = true;
 static char published_replicas[1024];
+/* the leader key's member the pools last knew ("" = none) */
+static char known_leader[HA_NAME_MAX];
 
 static HaRouteRole route_role(RouteRole r)
 {
@@ -182,10 +184,41 @@ static void publish_replicas(const HaCluster *v)
 	snprintf(published_replicas, sizeof(published_replicas), "%s", joined);
 }
 
+/*
+ * The leader changed: the old primary is deposed. Its servers are closed at once, busy ones
+ * included, in every pool: a request in flight there may still commit when a paused node wakes,
+ * and that result must never be relayed (its client gets 08007, the outcome is unknown). A
+ * member is deposed when it held the leader key and no longer does (another member holds it, or
+ * nobody). role=primary routes by the leader key alone (ha_rules_route), so this also covers
+ * the routing layer learning a new primary.
+ */
+static void close_deposed(const HaCluster *v)
+{
+	char deposed[HA_NAME_MAX];
+	const char *now = v->leader[0] ? v->leader : "none";
+	int closed;
+
+	if (!known_leader[0] || strcmp(known_leader, v->leader) == 0) {
+		snprintf(known_leader, sizeof(known_leader), "%s", v->leader);
+		return;
+	}
+	snprintf(deposed, sizeof(deposed), "%s", known_leader);
+	snprintf(known_leader, sizeof(known_leader), "%s", v->leader);
+	closed = pool_close_servers_of_member(
+	    deposed, "08007",
+	    "primary \"%s\" was deposed (leader now: %s) while the request was in flight: its "
+	    "outcome is unknown",
+	    deposed, now);
+	log_msg(closed ? LOG_LVL_WARNING : LOG_LVL_INFO,
+		"the primary \"%s\" was deposed (leader now: %s): closed its %d server connection%s",
+		deposed, now, closed, closed == 1 ? "" : "s");
+}
+
 static void view_changed_cb(void *arg, const HaCluster *v)
 {
 	List *it;
 
+	close_deposed(v);
 	list_for_each(it, &all_pools) {
 		Pool *p = container_of(it, Pool, head);
 		FitArg fa = { v, -1 };
