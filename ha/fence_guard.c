@@ -117,7 +117,11 @@ pid_t fence_guard_pidfile_target(const char *pg_data, char *why, size_t len)
 		return 0;
 	}
 	snprintf(path, sizeof(path), "/proc/%ld", v);
-	if (stat(path, &pst) != 0 || pst.st_uid != dst.st_uid) {
+	if (stat(path, &pst) != 0) {
+		snprintf(why, len, "PID %ld of postmaster.pid is gone", v);
+		return 0;
+	}
+	if (pst.st_uid != dst.st_uid) {
 		snprintf(why, len,
 			 "PID %ld of postmaster.pid is not a process of the data "
 			 "directory's owner",

@@ -149,3 +149,30 @@ def test_leader_agent_hang(ha, fault):
     assert not lost, f"acknowledged commits missing on the final primary {final}: {lost[:10]}"
     assert fired, "the fence guard did not stop the old primary"
     assert fired[0] - t_fault < T["L"], "the guard fired after the lease could have expired"
+
+
+def test_agent_restarted_keeps_primary(ha):
+    """kill -9 of the leader's pgpilot, started again at once: the new agent takes the armed
+    guard over (and the leader key, TAKEOVER), feeds it, and its PostgreSQL stays the primary:
+    the guard does not fire, nobody else is promoted, writes through it go on."""
+    old = ha.members[0]
+    pm_before = ha.nodes[old].postmaster_pid()
+    ha.pilots[old].kill9()
+    t_kill = time.time()
+    ha.pilots[old].start()
+    C.wait_for(lambda: "took over the armed fence guard" in ha.pilots[old].log, 10, 0.1,
+               "the restarted agent to take the guard over")
+    took = time.time() - t_kill
+    time.sleep(T["L"] + 3)  # past the old deadline and the old lease
+    w = C.Writer(ha.pilots[old], "after-restart", interval=0.02)
+    w.start()
+    try:
+        C.wait_for(lambda: len(w.acks) >= 5, 15, 0.05, "writes through the restarted pgpilot")
+    finally:
+        w.stop(timeout=10)
+    sys.stderr.write(f"\nrestart: guard taken over {took:.2f}s after the kill -9\n")
+    assert guard_fired(ha.pilots[old]) is None, "the guard stopped the primary of a live agent"
+    assert ha.nodes[old].postmaster_pid() == pm_before, "the old primary was restarted"
+    assert ha.pg_primaries() == [old]
+    assert ha.etcd_leader() == old
+    assert all(a[3] == ha.nodes[old].port for a in w.acks)

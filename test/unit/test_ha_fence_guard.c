@@ -177,6 +177,7 @@ static void test_pidfile_target(void **state)
 	/* a dead PID, garbage, none */
 	write_pidfile(f, other);
 	assert_int_equal(fence_guard_pidfile_target(f->dir, why, sizeof(why)), 0);
+	assert_non_null(strstr(why, "is gone"));
 	write_pidfile(f, -5);
 	assert_int_equal(fence_guard_pidfile_target(f->dir, why, sizeof(why)), 0);
 	write_pidfile(f, f->dummy);
