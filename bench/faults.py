@@ -495,6 +495,7 @@ def analyze(R):
         res["lost_direct"] = sum(1 for a in lost if a[0] == "direct")
         res["lost_past_fork_max"] = max(past, default=None)
         res["lost_detail"] = sorted({f"{a[1]} on {a[5]} tl{a[7]}" for a in lost})[:10]
+        res["relayed_lost"] = sum(1 for r in relayed if (r[0], r[1]) not in present)
     res["old_primary"] = old0
     return res
 
@@ -784,11 +785,21 @@ def run_line(r):
             + (f" (longest {max(w['seconds'] for w in sb):.2f}s)" if sb else "")
             + f", lost {fmt(r.get('lost'), '%d')} via pgpilot / {fmt(r.get('lost_direct'), '%d')}"
             f" direct" + (f" (up to {lost_past} bytes past the fork)" if lost_past else "")
-            + f", relayed {r.get('relayed', '-')}, RTO {rto or '-'} s, max gap "
+            + f", relayed {relayed_text(r)}, RTO {rto or '-'} s, max gap "
             f"{fmt(r.get('max_gap'))} s, promoted "
             f"{'/'.join('yes' if p else 'no' for p in r.get('promoted', [])) or '-'}"
             + (f", rejoin {fmt(r['rejoin'], '%.1f')} s" if "rejoin" in r else "")
             + f": {', '.join(r['verdict']) or 'ok'}")
+
+
+def relayed_text(r):
+    """Results relayed from a deposed primary, and how many of those rows are lost."""
+    n = r.get("relayed")
+    if n is None:
+        return "-"
+    if n and r.get("relayed_lost") is not None:
+        return f"{n} ({r['relayed_lost']} lost)"
+    return str(n)
 
 
 def known_sum(rs, key):
@@ -818,7 +829,7 @@ def report(results, args, binary):
             sb = r.get("split_brain") or []
             rows.append((r["run"], len(sb), fmt(max((w["seconds"] for w in sb), default=None)),
                          fmt(r.get("lost"), "%d"), fmt(r.get("lost_direct"), "%d"),
-                         fmt(r.get("lost_past_fork_max"), "%d"), r.get("relayed", "-"),
+                         fmt(r.get("lost_past_fork_max"), "%d"), relayed_text(r),
                          " ".join("never" if x is None else f"{x:.2f}" for x in r.get("rto", []))
                          or "-", fmt(r.get("max_gap")),
                          "/".join("yes" if p else "no" for p in r.get("promoted", [])) or "-",
