@@ -429,77 +429,149 @@ const char *const ha_conf_files[HA_CONF_FILES_N] = {"postgresql.conf", "postgres
 
 void ha_conf_backup_cleanup(HaConfBackup *b)
 {
-	for (int i = 0; i < HA_CONF_FILES_N; i++) {
+	for (int i = 0; i < HA_CONF_BACKUP_MAX; i++) {
 		free(b->f[i].data);
 		b->f[i].data = NULL;
 		b->f[i].len = 0;
 		b->f[i].present = false;
+		b->f[i].name[0] = '\0';
 	}
+	b->n = 0;
 	b->taken = false;
+}
+
+void ha_conf_includes(const char *conf, void (*fn)(void *arg, const char *name), void *arg)
+{
+	const char *p = conf;
+
+	while (p && *p) {
+		const char *eol = strchr(p, '\n'), *q = p, *v;
+		size_t kw;
+
+		if (!eol)
+			eol = p + strlen(p);
+		while (q < eol && (*q == ' ' || *q == '\t'))
+			q++;
+		if ((size_t)(eol - q) > 17 && strncmp(q, "include_if_exists", 17) == 0)
+			kw = 17;
+		else if ((size_t)(eol - q) > 7 && strncmp(q, "include", 7) == 0)
+			kw = 7;
+		else
+			kw = 0;
+		if (kw && (q[kw] == ' ' || q[kw] == '\t' || q[kw] == '=' || q[kw] == '\'')) {
+			q += kw;
+			while (q < eol && (*q == ' ' || *q == '\t'))
+				q++;
+			if (q < eol && *q == '=')
+				q++;
+			while (q < eol && (*q == ' ' || *q == '\t'))
+				q++;
+			if (q < eol && *q == '\'') {
+				char name[HA_CONF_NAME_MAX];
+				size_t n;
+
+				v = ++q;
+				while (q < eol && *q != '\'' && *q != '/')
+					q++;
+				n = (size_t)(q - v);
+				if (q < eol && *q == '\'' && n > 0 && n < sizeof(name) &&
+				    !(n == 1 && v[0] == '.') &&
+				    !(n == 2 && v[0] == '.' && v[1] == '.')) {
+					memcpy(name, v, n);
+					name[n] = '\0';
+					fn(arg, name);
+				}
+			}
+		}
+		p = *eol ? eol + 1 : eol;
+	}
+}
+
+/* Add <name> to the backup's list unless it is there or the list is full. */
+static void conf_add_name(void *arg, const char *name)
+{
+	HaConfBackup *b = arg;
+
+	for (int i = 0; i < b->n; i++)
+		if (strcmp(b->f[i].name, name) == 0)
+			return;
+	if (b->n < HA_CONF_BACKUP_MAX)
+		snprintf(b->f[b->n++].name, HA_CONF_NAME_MAX, "%s", name);
+}
+
+/* Read file <i> of the backup from <pg_data>; an absent file is noted, not an error. */
+static bool conf_read_one(HaConfBackup *b, int i, const char *pg_data, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	size_t got = 0;
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/%s", pg_data, b->f[i].name) >= (int)sizeof(path)) {
+		snprintf(err, errlen, "data directory path too long");
+		return false;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT)
+		return true;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		snprintf(err, errlen, "could not read \"%.300s\": %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > HA_CONF_FILE_MAX) {
+		snprintf(err, errlen, "\"%.300s\" is %s", path,
+			 S_ISREG(st.st_mode) ? "larger than 4 MB" : "not a regular file");
+		close(fd);
+		return false;
+	}
+	b->f[i].data = malloc((size_t)st.st_size + 1);
+	if (!b->f[i].data) {
+		snprintf(err, errlen, "out of memory");
+		close(fd);
+		return false;
+	}
+	errno = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, b->f[i].data + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (got != (size_t)st.st_size) {
+		snprintf(err, errlen, "could not read \"%.300s\": %s", path,
+			 errno ? strerror(errno) : "short read");
+		return false;
+	}
+	b->f[i].data[got] = '\0';
+	b->f[i].len = got;
+	b->f[i].mode = (unsigned)(st.st_mode & 07777);
+	b->f[i].present = true;
+	return true;
 }
 
 bool ha_conf_backup_take(HaConfBackup *b, const char *pg_data, char *err, size_t errlen)
 {
 	ha_conf_backup_cleanup(b);
-	for (int i = 0; i < HA_CONF_FILES_N; i++) {
-		char path[PATH_MAX];
-		struct stat st;
-		size_t got = 0;
-		int fd;
-
-		if (snprintf(path, sizeof(path), "%s/%s", pg_data, ha_conf_files[i]) >=
-		    (int)sizeof(path)) {
-			snprintf(err, errlen, "data directory path too long");
-			goto fail;
+	for (int i = 0; i < HA_CONF_FILES_N; i++)
+		conf_add_name(b, ha_conf_files[i]);
+	/* the list grows with what the configuration files read so far include */
+	for (int i = 0; i < b->n; i++) {
+		if (!conf_read_one(b, i, pg_data, err, errlen)) {
+			ha_conf_backup_cleanup(b);
+			return false;
 		}
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0 && errno == ENOENT)
-			continue;
-		if (fd < 0 || fstat(fd, &st) != 0) {
-			snprintf(err, errlen, "could not read \"%.300s\": %s", path,
-				 strerror(errno));
-			if (fd >= 0)
-				close(fd);
-			goto fail;
-		}
-		if (!S_ISREG(st.st_mode) || st.st_size > HA_CONF_FILE_MAX) {
-			snprintf(err, errlen, "\"%.300s\" is %s", path,
-				 S_ISREG(st.st_mode) ? "larger than 4 MB" : "not a regular file");
-			close(fd);
-			goto fail;
-		}
-		b->f[i].data = malloc((size_t)st.st_size + 1);
-		if (!b->f[i].data) {
-			snprintf(err, errlen, "out of memory");
-			close(fd);
-			goto fail;
-		}
-		while (got < (size_t)st.st_size) {
-			ssize_t n = read(fd, b->f[i].data + got, (size_t)st.st_size - got);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break;
-			got += (size_t)n;
-		}
-		if (got != (size_t)st.st_size) {
-			snprintf(err, errlen, "could not read \"%.300s\": %s", path,
-				 got < (size_t)st.st_size ? "short read" : strerror(errno));
-			close(fd);
-			goto fail;
-		}
-		close(fd);
-		b->f[i].data[got] = '\0';
-		b->f[i].len = got;
-		b->f[i].mode = (unsigned)(st.st_mode & 07777);
-		b->f[i].present = true;
+		if (b->f[i].present && strcmp(b->f[i].name, "pg_hba.conf") != 0 &&
+		    strcmp(b->f[i].name, "pg_ident.conf") != 0)
+			ha_conf_includes(b->f[i].data, conf_add_name, b);
 	}
 	b->taken = true;
 	return true;
-fail:
-	ha_conf_backup_cleanup(b);
-	return false;
 }
 
 bool ha_conf_backup_restore(const HaConfBackup *b, const char *pg_data, char *err, size_t errlen)
@@ -512,12 +584,12 @@ bool ha_conf_backup_restore(const HaConfBackup *b, const char *pg_data, char *er
 		snprintf(err, errlen, "could not stat \"%.300s\": %s", pg_data, strerror(errno));
 		return false;
 	}
-	for (int i = 0; i < HA_CONF_FILES_N; i++) {
+	for (int i = 0; i < b->n; i++) {
 		char path[PATH_MAX], tmp[PATH_MAX + 16];
 		size_t done = 0;
 		int fd;
 
-		snprintf(path, sizeof(path), "%s/%s", pg_data, ha_conf_files[i]);
+		snprintf(path, sizeof(path), "%s/%s", pg_data, b->f[i].name);
 		if (!b->f[i].present) {
 			if (unlink(path) != 0 && errno != ENOENT) {
 				snprintf(err, errlen, "could not remove \"%.300s\": %s", path,

@@ -132,23 +132,37 @@ size_t ha_pg_log_cause(const char *log, char *out, size_t outlen);
 
 /*
  * The node's own configuration files, kept across a pg_rewind (which copies the source's):
- * postgresql.conf, postgresql.auto.conf, pg_hba.conf, pg_ident.conf, as in Patroni. A backup
- * holds their contents and modes in memory (not in pg_data: pg_rewind would replace or remove
- * a copy kept there), and which of them were absent.
+ * postgresql.conf, postgresql.auto.conf, pg_hba.conf, pg_ident.conf, as in Patroni, and the
+ * files in pg_data that these configuration files name in include / include_if_exists (a
+ * plain file name, no directory: a per-node include such as 'node.conf'), up to
+ * HA_CONF_BACKUP_MAX files in all. A backup holds their contents and modes in memory (not in
+ * pg_data: pg_rewind would replace or remove a copy kept there), and which of them were absent.
  */
 #define HA_CONF_FILES_N 4
+#define HA_CONF_BACKUP_MAX 12
+#define HA_CONF_NAME_MAX 64
 #define HA_CONF_FILE_MAX (4 * 1024 * 1024)
 extern const char *const ha_conf_files[HA_CONF_FILES_N];
 
 typedef struct HaConfBackup {
 	bool taken;
+	int n; /* files in f[] */
 	struct {
+		char name[HA_CONF_NAME_MAX]; /* relative to pg_data */
 		bool present;
 		unsigned mode; /* permission bits */
 		char *data;    /* owned */
 		size_t len;
-	} f[HA_CONF_FILES_N];
+	} f[HA_CONF_BACKUP_MAX];
 } HaConfBackup;
+
+/*
+ * The file names <conf> (the text of a postgresql.conf) includes from its own directory:
+ * include and include_if_exists directives whose value is a quoted plain file name (no '/',
+ * not "." or "..", shorter than HA_CONF_NAME_MAX); commented lines do not count. Calls
+ * <fn>(arg, name) for each, in order.
+ */
+void ha_conf_includes(const char *conf, void (*fn)(void *arg, const char *name), void *arg);
 
 /* Read the files of <pg_data> into <b> (cleaned first). False with <err> when one exists but
  * cannot be read or is larger than HA_CONF_FILE_MAX: then nothing may overwrite them. */

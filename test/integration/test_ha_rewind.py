@@ -3,9 +3,9 @@
 pgpilot - PostgreSQL pooler and HA agent. Licence: ISC (see LICENSE).
 
 Three nodes (cluster.py) at pg_rto = 10 s, with each node's settings (listen_addresses, port,
-unix_socket_directories, cluster_name) in its own postgresql.conf and a line of its own in its
-pg_hba.conf: the usual layout, which a plain pg_rewind breaks, because it copies the source's
-configuration files. The primary's whole node (pgpilot, postmaster and children) is paused with
+unix_socket_directories, cluster_name) in its own postgresql.conf (the usual layout) or in a
+file of pg_data that its postgresql.conf includes (cluster.py's layout), and a line of its own
+in its pg_hba.conf: a plain pg_rewind breaks both, because it copies the source's files. The primary's whole node (pgpilot, postmaster and children) is paused with
 SIGSTOP while a writer connected straight to it has an INSERT in flight; a replica is promoted;
 on SIGCONT the old primary commits what it had in flight (WAL past the fork) before its agent
 fences it, so the agent must rewind it with a pg_rewind that really copies data, and the node
@@ -30,27 +30,31 @@ pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(not os.access(C.PGPILOT_BIN, os.X_OK), reason="no ./pgpilot")]
 
 
-def own_config_files(node, member):
-    """Move the node's settings from the included pgpilot_node.conf into its postgresql.conf
-    and give its pg_hba.conf a line of its own (files owned by postgres stay so: appended)."""
+def own_config_files(node, member, layout):
+    """Give the node's pg_hba.conf a line of its own and, for layout "postgresql.conf", move
+    its settings from the included pgpilot_node.conf (cluster.py's layout, kept for layout
+    "include") into its postgresql.conf. Files owned by postgres stay so: appended to."""
+    with open(os.path.join(node.datadir, "pg_hba.conf"), "a") as f:
+        f.write(f"# pg_hba.conf of {member}\n")
+    if layout == "include":
+        return
     node_conf = os.path.join(node.datadir, "pgpilot_node.conf")
     with open(node_conf) as f:
         settings = f.read()
     with open(os.path.join(node.datadir, "postgresql.conf"), "a") as f:
         f.write(f"\n# the settings of {member} alone\n{settings}")
-    with open(os.path.join(node.datadir, "pg_hba.conf"), "a") as f:
-        f.write(f"# pg_hba.conf of {member}\n")
     os.remove(node_conf)
 
 
-@pytest.fixture
+@pytest.fixture(params=["postgresql.conf", "include"])
 def ha(request):
-    """cluster_fixture's life cycle, with the per-node files set before the agents start."""
+    """cluster_fixture's life cycle, with the per-node files set before the agents start: each
+    node's settings in its postgresql.conf, or in a file of pg_data that it includes."""
     c = C.HaCluster(n=3, pg_rto=PG_RTO)
     try:
         c.start(start_pilots=False)
         for m in c.members:
-            own_config_files(c.nodes[m], m)
+            own_config_files(c.nodes[m], m, request.param)
         c.start_pilots()
     except BaseException:
         sys.stderr.write(c.logs() + "\n" + c.pg_logs() + "\n")

@@ -556,6 +556,39 @@ static void own_conf(const char *dir)
 	remove_in(dir, "pg_ident.conf");
 }
 
+static void collect_name(void *arg, const char *name)
+{
+	char *out = arg;
+
+	strcat(out, name);
+	strcat(out, ";");
+}
+
+static void test_conf_includes(void **state)
+{
+	char got[400] = "";
+
+	ha_conf_includes("port = 1\n"
+			 "include_if_exists = 'pgpilot_node.conf'\n"
+			 "  include 'b.conf' # trailing comment\n"
+			 "include='c.conf'\n"
+			 "#include 'commented.conf'\n"
+			 "include_dir 'conf.d'\n"
+			 "include '/etc/postgresql/abs.conf'\n"
+			 "include 'sub/dir.conf'\n"
+			 "include '..'\n"
+			 "include ''\n"
+			 "include 'unterminated\n"
+			 "includes = 'x'\n"
+			 "include_if_exists 'last.conf'",
+			 collect_name, got);
+	assert_string_equal(got, "pgpilot_node.conf;b.conf;c.conf;last.conf;");
+	got[0] = '\0';
+	ha_conf_includes("", collect_name, got);
+	ha_conf_includes(NULL, collect_name, got);
+	assert_string_equal(got, "");
+}
+
 static void test_conf_backup_restore(void **state)
 {
 	char err[400], sub[400];
@@ -603,6 +636,24 @@ static void test_conf_backup_restore(void **state)
 	assert_false(ha_conf_backup_restore(&b, "/nonexistent/pgpilot", err, sizeof(err)));
 	assert_non_null(strstr(err, "could not stat"));
 	ha_conf_backup_cleanup(&b);
+
+	/* a per-node file postgresql.conf includes is kept too; an absent one is removed */
+	put(data, "postgresql.conf",
+	    "include_if_exists = 'node.conf'\ninclude_if_exists = 'absent.conf'\n", 0600);
+	put(data, "node.conf", "port = 5501\ninclude 'nested.conf'\n", 0600);
+	put(data, "nested.conf", "cluster_name = 'n1'\n", 0600);
+	assert_true(ha_conf_backup_take(&b, data, err, sizeof(err)));
+	assert_int_equal(b.n, 7);
+	put(data, "node.conf", "port = 5502\n", 0600);
+	put(data, "nested.conf", "cluster_name = 'n2'\n", 0600);
+	put(data, "absent.conf", "port = 1\n", 0600);
+	assert_true(ha_conf_backup_restore(&b, data, err, sizeof(err)));
+	assert_file(data, "node.conf", "port = 5501\ninclude 'nested.conf'\n");
+	assert_file(data, "nested.conf", "cluster_name = 'n1'\n");
+	assert_file(data, "absent.conf", NULL);
+	ha_conf_backup_cleanup(&b);
+	remove_in(data, "node.conf");
+	remove_in(data, "nested.conf");
 }
 
 /* Shell scripts as pg_ctl and pg_rewind in tmp/bin. pg_ctl start appends to its -l log the
@@ -804,6 +855,7 @@ int main(void)
 	    cmocka_unit_test(test_halt),
 	    cmocka_unit_test(test_backoff_delays),
 	    cmocka_unit_test(test_log_cause),
+	    cmocka_unit_test(test_conf_includes),
 	    cmocka_unit_test(test_conf_backup_restore),
 	    cmocka_unit_test(test_rewind_keeps_conf),
 	    cmocka_unit_test(test_start_backoff),
