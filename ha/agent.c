@@ -145,9 +145,10 @@ struct HaAgent {
 	bool wd_warned;         /* automatic: "running without it" logged */
 	bool wd_probe_ok;       /* required: the last trial activation worked */
 	int64_t wd_probe_ms;    /* ... when it ran */
-	/* the last leader seen and its lease's end as estimated here (the probe rule) */
+	/* the last leader seen, and when it was last seen writing its key or status (a watch
+	 * event; a re-read counts only without a watch): the probe rule's lease estimate */
 	char seen_leader[HA_NAME_MAX];
-	int64_t seen_leader_expiry_ms;
+	int64_t seen_leader_renew_ms;
 	bool started, stopping, freeing;
 	void (*stop_done)(void *);
 	void *stop_arg;
@@ -257,7 +258,7 @@ static void leader_changed(HaAgent *a, const char *old)
 
 /*
  * The fence guard. It is started (or an old one taken over) when the agent starts, fed with
- * "stop PostgreSQL at last keepalive send + L - M" on every successful keepalive while this
+ * "stop PostgreSQL at last keepalive send + L - M" on every successful renewal while this
  * node holds the key, and disarmed once a demote, fence or release has left PostgreSQL not a
  * primary. A graceful stop leaves it as it is: armed, it fires unless an agent takes it over.
  */
@@ -397,12 +398,14 @@ static void guard_probe_facts(HaAgent *a)
 	int64_t fresh = 3 * a->cfg.timings.renew_ms + a->cfg.timings.probe_ms, now = ha_now_ms();
 
 	if (a->keys.leader[0]) {
+		/* a leader first seen here renewed its lease at the latest now */
+		if (strcmp(a->seen_leader, a->keys.leader) != 0 || !a->seen_leader_renew_ms)
+			a->seen_leader_renew_ms = now;
 		snprintf(a->seen_leader, sizeof(a->seen_leader), "%s", a->keys.leader);
-		if (a->keys.leader_expiry_ms)
-			a->seen_leader_expiry_ms = a->keys.leader_expiry_ms;
 	}
 	snprintf(l->last_leader, sizeof(l->last_leader), "%s", a->seen_leader);
-	l->last_leader_safe_ms = a->seen_leader_expiry_ms;
+	l->last_leader_safe_ms =
+	    a->seen_leader_renew_ms ? a->seen_leader_renew_ms + a->cfg.timings.lease_ttl_ms : 0;
 	l->probe_timed_out = 0;
 	for (int i = 0; i < a->view.n_members && i < 32; i++) {
 		Slot *s = slot_find(a, a->view.members[i].name, false);
@@ -447,6 +450,8 @@ static void apply_put(HaAgent *a, const EtcdKeyValue *kv)
 		a->keys.leader_lease = kv->lease;
 		a->keys.leader_mod_revision = kv->mod_revision;
 		a->keys.leader_expiry_ms = ha_now_ms() + a->cfg.timings.lease_ttl_ms;
+		if (!a->in_snapshot || !a->watching)
+			a->seen_leader_renew_ms = ha_now_ms(); /* a write, not a re-read */
 		leader_changed(a, old);
 	} else if (strcmp(k, "initialize") == 0) {
 		a->initialized = true;
@@ -456,6 +461,8 @@ static void apply_put(HaAgent *a, const EtcdKeyValue *kv)
 		/* the leader writes status at each renewal: its lease was just refreshed */
 		if (a->keys.leader[0])
 			a->keys.leader_expiry_ms = ha_now_ms() + a->cfg.timings.lease_ttl_ms;
+		if (a->keys.leader[0] && (!a->in_snapshot || !a->watching))
+			a->seen_leader_renew_ms = ha_now_ms();
 	} else if (strcmp(k, "history") == 0) {
 		free(a->history_raw);
 		a->history_raw = strdup(v);
@@ -978,6 +985,9 @@ static void renew_txn_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	} else if (l->held) {
 		l->last_ok_sent_ms = a->renew_sent_ms;
 		l->last_ok_ms = ha_now_ms();
+		/* fed after the txn, not the keepalive alone: the others have seen this renewal's
+		 * status write (the probe rule's estimate) before they can see the key go */
+		guard_feed(a, l->last_ok_sent_ms);
 		a->status_ms = l->last_ok_ms;
 	}
 	decide_soon(a);
@@ -1034,8 +1044,6 @@ static void renew_ka_cb(EtcdClient *c, const EtcdResult *res, void *arg)
 	}
 	a->lease_fresh_ms = a->renew_sent_ms;
 	a->last_keepalive_ms = ha_now_ms();
-	if (a->local.lease.held)
-		guard_feed(a, a->renew_sent_ms);
 	if (!send_status_txn(a, renew_txn_cb))
 		a->renew_inflight = false;
 }

@@ -2,7 +2,7 @@
  *
  * The fence guard: a small process, separate from the agent, that stops the local PostgreSQL
  * when the lease holder stops feeding it (design rule 2, "fences outlive their owner"). The
- * agent that holds the leader key arms it after every successful keepalive with "the lease is
+ * agent that holds the leader key arms it after every successful renewal with "the lease is
  * valid until monotonic T"; when the guard's deadline (T minus the safety margin) passes with
  * no new feed, because the agent hangs (SIGSTOP, a stuck loop) or died (kill -9), the guard
  * sends SIGQUIT (immediate shutdown) to the postmaster named by <pg_data>/postmaster.pid, so

@@ -2,7 +2,7 @@
  *
  * The optional kernel watchdog, as Patroni's: while this node holds the leader key the device
  * (/dev/watchdog by default) is open with a timeout of lease_ttl - watchdog_safety_margin and is
- * kept alive on every successful keepalive; when the agent hangs or dies the kernel resets the
+ * kept alive on every successful renewal; when the agent hangs or dies the kernel resets the
  * machine. A clean give-up (demote, fence, release) closes it with the magic 'V', which stops it.
  * Modes: off; automatic (use it when it works, else warn and go on without); required (a member
  * whose watchdog cannot be activated does not become leader). The system calls go through
