@@ -927,6 +927,19 @@ static void run_input(Input *in)
 	loop_turns(16);
 }
 
+/* At exit: remove the temp dir (ini, auth_file, the fake server's socket). */
+static void remove_tmpdir(void)
+{
+	static const char *const files[] = {"userlist.txt", "pgpilot.ini", ".s.PGSQL.5999"};
+	char path[256];
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, files[i]);
+		unlink(path);
+	}
+	rmdir(tmpdir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char path[256], ini[2048];
@@ -939,6 +952,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/datapath-fuzz-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		abort();
+	atexit(remove_tmpdir);
 	snprintf(path, sizeof(path), "%s/userlist.txt", tmpdir);
 	f = fopen(path, "w");
 	if (!f)
