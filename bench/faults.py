@@ -498,8 +498,10 @@ def analyze(R):
     rtos = []
     for i, f in enumerate(R.faults):
         until = R.faults[i + 1]["t"] if i + 1 < len(R.faults) else float("inf")
+        # on any node: an insert sent after the reference point, so that the ack of one sent
+        # just before the fault, still arriving, is not taken for the recovery
         first = min((a[4] for a in acks if a[0] == "pgpilot" and f["ref"] < a[4] < until and
-                     (f["any_node"] or a[5] != f["old"])), default=None)
+                     (a[5] != f["old"] or (f["any_node"] and a[3] > f["ref"]))), default=None)
         rtos.append(None if first is None else first - f["ref"])
         f["promoted"] = any(k[0] != f["old"] and e["first_xt"] > f["t"] for k, e in ep.items())
     res["rto"] = rtos
