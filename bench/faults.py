@@ -904,8 +904,10 @@ def report(results, args, binary):
         got = sorted(x for x in rtos if x is not None)
         never = len(rtos) - len(got)
         proms = [p for r in rs for p in r.get("promoted", [])]
+        forced = sum(1 for r in rs if r.get("split_brain") and "SPLIT-BRAIN" not in r["verdict"])
         summary.append((
-            sc.name, len(rs), sum(1 for r in rs if r.get("split_brain")),
+            sc.name, len(rs), f"{sum(1 for r in rs if 'SPLIT-BRAIN' in r['verdict'])}"
+            + (f" (+{forced} forced by the scenario)" if forced else ""),
             known_sum(rs, "lost"), known_sum(rs, "lost_direct"),
             sum(r.get("relayed") or 0 for r in rs),
             (f"{got[0]:.2f} / {statistics.median(got):.2f} / {got[-1]:.2f}" if got else "-")
