@@ -44,10 +44,12 @@ HaAgent *ha_agent_new(struct event_base *base, const HaConfig *cfg, const HaAgen
 /* Begin: etcd read + watch, lease and member key (agent), health checks, elections. */
 bool ha_agent_start(HaAgent *a) _MUSTCHECK;
 /*
- * Graceful stop. Neither the leader key nor PostgreSQL are touched: a leader's key expires
- * after lease_ttl unless an agent for the same member comes back before (it then takes the key
- * over, no failover); the other members see the old primary alive and do not race. A replica's
- * lease is revoked so its member key goes at once. <done> fires from the loop when finished.
+ * Graceful stop. The leader key is not touched: it expires after lease_ttl unless an agent for
+ * the same member comes back before (it then takes the key and the fence guard over, no
+ * failover). A leader's fence guard stays armed, so if no agent comes back its PostgreSQL is
+ * stopped at L - M after the last renewal, before the others may race (doc/ha.md 2.6). A
+ * replica's lease is revoked so its member key goes at once. <done> fires from the loop when
+ * finished.
  */
 void ha_agent_stop(HaAgent *a, void (*done)(void *arg), void *arg);
 void ha_agent_free(HaAgent *a);
