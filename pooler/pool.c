@@ -632,7 +632,12 @@ bool pool_assign_server(Client *c)
 		Server *s = container_of(first, Server, head);
 		if (!server_needs_check(s)) {
 			pool_link(c, s);
-			return true;
+			if (c->link)
+				return true;
+			if (c->state == CL_JUSTFREE)
+				return false;
+			/* the server died while being linked (its SET could not be sent): the client
+			 * lost nothing yet and waits for another one like any other */
 		}
 	}
 	c->request_time = get_cached_time();
