@@ -323,7 +323,11 @@ class Run:
     def kill_node(self, m):
         """SIGKILL of the whole node at once (node_pids: its fence guard too, as in a real
         loss of the host)."""
-        C.kill_pids(self.node_pids(m), signal.SIGKILL)
+        pids = self.node_pids(m)
+        f = self.faults[-1] if self.faults else None
+        if f is not None and f["old"] == m and time.time() - f["t"] < 5:
+            f["t"] = f["ref"] = time.time()  # the /proc scans took a while: the kill is now
+        C.kill_pids(pids, signal.SIGKILL)
         pilot = self.ha.pilots[m]
         if pilot.proc is not None:
             try:
@@ -841,7 +845,9 @@ def run_line(r):
     rto = ", ".join("never" if x is None else f"{x:.2f}" for x in r.get("rto", []))
     lost_past = r.get("lost_past_fork_max")
     return (f"  {r['scenario']} run {r['run']}: split brain {len(sb)}"
-            + (f" (longest {max(w['seconds'] for w in sb):.2f}s)" if sb else "")
+            + (f" (longest {max(w['seconds'] for w in sb):.2f}s, old primary's commits in it "
+               f"{sum(w['old_commits_after'] for w in sb)}, via pgpilot "
+               f"{sum(w['via_pgpilot'] for w in sb)})" if sb else "")
             + f", lost {fmt(r.get('lost'), '%d')} via pgpilot / {fmt(r.get('lost_direct'), '%d')}"
             f" direct" + (f" (up to {lost_past} bytes past the fork)" if lost_past else "")
             + f", relayed {relayed_text(r)}, RTO {rto or '-'} s, max gap "
