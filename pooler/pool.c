@@ -964,9 +964,9 @@ void disconnect_server(Server *s, const char *fmt, ...)
 	pool_activate(p);
 }
 
-/* The first server of a cluster= pool connected to <member>, on any list; <count> gets their
- * number when not NULL. */
-static Server *first_server_of_member(const char *member, int *count)
+/* The first server of a cluster= pool that <match> picks, on any list; <count> gets their number
+ * when not NULL. */
+static Server *first_cluster_server(PoolServerMatch match, const void *arg, int *count)
 {
 	Server *found = NULL;
 	List *it, *sit;
@@ -984,7 +984,7 @@ static Server *first_server_of_member(const char *member, int *count)
 			list_for_each(sit, lists[i]) {
 				Server *s = container_of(sit, Server, head);
 
-				if (strcmp(s->member, member) != 0)
+				if (!match(p, s, arg))
 					continue;
 				if (!count)
 					return s;
@@ -995,29 +995,42 @@ static Server *first_server_of_member(const char *member, int *count)
 	return found;
 }
 
-int pool_close_servers_of_member(const char *member, const char *sqlstate, const char *fmt, ...)
+int pool_close_cluster_servers(PoolServerMatch match, const void *arg, const char *sqlstate,
+			       const char *reason)
 {
-	char reason[400];
-	va_list ap;
 	Server *s;
 	int n = 0, total;
 
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
 	/*
 	 * One at a time, searching again after each: closing a server wakes its client and the
-	 * pool, which may move other servers between lists. At most the servers there were at the
-	 * start, so that one opened meanwhile to the same member cannot keep this going.
+	 * pool, which may move other servers between lists (a list walk could then run off its
+	 * list). At most the servers there were at the start, so that one opened meanwhile to
+	 * the same member cannot keep this going.
 	 */
-	s = first_server_of_member(member, &total);
+	s = first_cluster_server(match, arg, &total);
 	while (s && n < total) {
 		s->lost_sqlstate = sqlstate;
 		disconnect_server(s, "%s", reason);
 		n++;
-		s = first_server_of_member(member, NULL);
+		s = first_cluster_server(match, arg, NULL);
 	}
 	return n;
+}
+
+static bool server_is_of_member(const Pool *p, const Server *s, const void *member)
+{
+	return strcmp(s->member, (const char *)member) == 0;
+}
+
+int pool_close_servers_of_member(const char *member, const char *sqlstate, const char *fmt, ...)
+{
+	char reason[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	return pool_close_cluster_servers(server_is_of_member, member, sqlstate, reason);
 }
 
 /* --- pause, reconnect, kill --- */

@@ -62,6 +62,12 @@ void pool_server_ready(Server *s);
 /* The one exit for connections. <sqlstate> NULL = no ErrorResponse to a client. */
 void disconnect_client(Client *c, const char *sqlstate, const char *fmt, ...) _PRINTF(3, 4);
 void disconnect_server(Server *s, const char *fmt, ...) _PRINTF(2, 3);
+/* Does a server of a cluster= pool belong to a set being closed? */
+typedef bool (*PoolServerMatch)(const Pool *p, const Server *s, const void *arg);
+/* Close at once every server of a cluster= pool that <match> picks, idle or busy; a client with
+ * a request in flight gets <sqlstate> (NULL: 08006) with <reason>. Returns how many closed. */
+int pool_close_cluster_servers(PoolServerMatch match, const void *arg, const char *sqlstate,
+			       const char *reason);
 /*
  * Close at once every server of a cluster= pool connected to <member>, idle or busy: a client
  * with a request in flight on one gets an ERROR with <sqlstate> and the reason as its message

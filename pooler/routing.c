@@ -241,31 +241,22 @@ static bool keep_not_local(const Pool *p, const Server *s, void *arg)
 	return !role_may_write(p->db->cfg.role) || strcmp(s->member, (const char *)arg) != 0;
 }
 
+/* A server the fence must close: one that may write to the local node. */
+static bool server_writes_locally(const Pool *p, const Server *s, const void *arg)
+{
+	return !keep_not_local(p, s, (void *)arg);
+}
+
 static void local_writes_cb(void *arg, bool allowed)
 {
-	List *it, *sit, *tmp;
-
 	local_writes_ok = allowed;
 	if (allowed) {
 		log_info("writes to the local node are allowed again");
 		return;
 	}
 	log_warning("fencing: closing every write connection to the local node \"%s\"", hacfg.member);
-	list_for_each(it, &all_pools) {
-		Pool *p = container_of(it, Pool, head);
-		List *lists[] = { &p->active_servers, &p->idle_servers, &p->used_servers,
-				  &p->tested_servers, &p->new_servers };
-
-		if (!p->db->cfg.cluster)
-			continue;
-		/* not at release: a transaction still running there must not commit */
-		for (size_t i = 0; i < ARRAY_SIZE(lists); i++)
-			list_for_each_safe(sit, tmp, lists[i]) {
-				Server *s = container_of(sit, Server, head);
-				if (!keep_not_local(p, s, hacfg.member))
-					disconnect_server(s, "local node fenced");
-			}
-	}
+	/* not at release: a transaction still running there must not commit */
+	pool_close_cluster_servers(server_writes_locally, hacfg.member, NULL, "local node fenced");
 }
 
 static void promoted_cb(void *arg, const HaCluster *v)

@@ -324,7 +324,9 @@ bool scram_parse_secret(const char *secret, ScramSecret *out)
 	return true;
 }
 
-bool scram_secret_from_password(const char *password, ScramSecret *out)
+/* A verifier for <password> under <salt> (DEFAULT_SALT_LEN bytes), with the default count. */
+static bool secret_from_salted_password(const char *password, const uint8_t *salt,
+					ScramSecret *out)
 {
 	uint8_t client_key[SCRAM_KEY_LEN];
 	ScramSecret s;
@@ -333,8 +335,7 @@ bool scram_secret_from_password(const char *password, ScramSecret *out)
 	memset(&s, 0, sizeof(s));
 	s.iterations = DEFAULT_ITERATIONS;
 	s.salt_len = DEFAULT_SALT_LEN;
-	if (RAND_bytes(s.salt, (int)s.salt_len) != 1)
-		return false;
+	memcpy(s.salt, salt, s.salt_len);
 	ok = keys_from_password(password, s.salt, s.salt_len, s.iterations, client_key,
 				s.server_key) &&
 	     sha256(client_key, SCRAM_KEY_LEN, s.stored_key);
@@ -344,26 +345,23 @@ bool scram_secret_from_password(const char *password, ScramSecret *out)
 	return ok;
 }
 
+bool scram_secret_from_password(const char *password, ScramSecret *out)
+{
+	uint8_t salt[DEFAULT_SALT_LEN];
+
+	if (RAND_bytes(salt, (int)sizeof(salt)) != 1)
+		return false;
+	return secret_from_salted_password(password, salt, out);
+}
+
 bool scram_secret_for_user(const char *user, const char *password, ScramSecret *out)
 {
-	uint8_t client_key[SCRAM_KEY_LEN], salt[SCRAM_KEY_LEN];
-	ScramSecret s;
-	bool ok;
+	uint8_t salt[SCRAM_KEY_LEN];
 
-	memset(&s, 0, sizeof(s));
-	s.iterations = DEFAULT_ITERATIONS;
-	s.salt_len = DEFAULT_SALT_LEN;
 	/* a salt fixed for this process, user and password: repeated logins hit the key cache */
 	if (!peppered_id("salt", user, strlen(user), password, strlen(password), 0, salt))
 		return false;
-	memcpy(s.salt, salt, s.salt_len);
-	ok = keys_from_password(password, s.salt, s.salt_len, s.iterations, client_key,
-				s.server_key) &&
-	     sha256(client_key, SCRAM_KEY_LEN, s.stored_key);
-	OPENSSL_cleanse(client_key, sizeof(client_key));
-	if (ok)
-		*out = s;
-	return ok;
+	return secret_from_salted_password(password, salt, out);
 }
 
 bool scram_mock_secret(const char *user, ScramSecret *out)

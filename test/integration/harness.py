@@ -777,10 +777,11 @@ class RawClient:
             elif tag == b"Z":
                 return self
 
-    def _scram(self, password, mechs):
-        """SCRAM-SHA-256 exchange (RFC 5802 / 7677) without channel binding."""
+    def _scram(self, password, mechs, nonce=None):
+        """SCRAM-SHA-256 exchange (RFC 5802 / 7677) without channel binding; <nonce> is the
+        client nonce (random when None)."""
         assert b"SCRAM-SHA-256" in mechs.split(b"\0"), mechs
-        nonce = base64.b64encode(os.urandom(18)).decode()
+        nonce = nonce or base64.b64encode(os.urandom(18)).decode()
         first_bare = f"n=,r={nonce}"
         first = ("n,," + first_bare).encode()
         self.send(message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first))

@@ -3,9 +3,6 @@ client's nonce or the verifier's salt, verifiers with an iteration count that wo
 event loop, names that try to forge log lines, and security settings changed from the admin
 console. Every read has a socket timeout: a login that hangs fails the test instead of the run."""
 
-import base64
-import hashlib
-import hmac
 import re
 import socket
 import struct
@@ -34,25 +31,7 @@ def scram_login(port, user, password, nonce, db="appdb", timeout=15):
     r.send(harness.startup_packet({"user": user, "database": db}))
     tag, body = r._auth_reply()
     assert struct.unpack("!i", body[:4])[0] == 10, body
-    first_bare = f"n=,r={nonce}"
-    first = ("n,," + first_bare).encode()
-    r.send(harness.message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first))
-    tag, body = r._auth_reply()
-    assert struct.unpack("!i", body[:4])[0] == 11, body
-    server_first = body[4:].decode()
-    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-    assert attrs["r"].startswith(nonce)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
-                                 int(attrs["i"]))
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    final_bare = f"c=biws,r={attrs['r']}"
-    auth_msg = f"{first_bare},{server_first},{final_bare}".encode()
-    sig = hmac.new(stored_key, auth_msg, "sha256").digest()
-    proof = bytes(a ^ b for a, b in zip(client_key, sig))
-    r.send(harness.message(b"p", f"{final_bare},p={base64.b64encode(proof).decode()}".encode()))
-    tag, body = r._auth_reply()
-    assert struct.unpack("!i", body[:4])[0] == 12, body
+    r._scram(password, body[4:], nonce=nonce)
     while True:
         m = r.read_message()
         assert m is not None, "closed after SASLFinal"
