@@ -508,3 +508,25 @@ def test_fresh_server_not_checked(pooler_factory, pg):
     assert len(pids) == 2
     runs = pg.query("SELECT count(*) FROM check_runs", dbname="appdb")[0][0]
     assert runs == 0, f"the check query ran {runs} times on servers younger than 30 s"
+
+
+@pytest.mark.pgpilot_only
+def test_autodb_not_created_before_authentication(pooler_factory, bystander):
+    """Finding 7: with a "*" auto-database entry, startup packets naming 200 made-up databases
+    with a wrong password create no database object (SHOW DATABASES does not list them); the
+    same name is created once a client has authenticated."""
+    p = pooler_factory(databases={"appdb": "host=127.0.0.1 port={pgport}",
+                                  "*": "host=127.0.0.1 port={pgport}"})
+    b = bystander(p)
+    for i in range(200):
+        with pytest.raises(psycopg.OperationalError):
+            p.connect(dbname=f"nodb_{i}", password="wrong-password")
+    names = {d["name"] for d in p.admin_dicts("SHOW DATABASES")}
+    made_up = sorted(n for n in names if n.startswith("nodb_"))
+    assert not made_up, f"created before authentication: {made_up[:5]} ({len(made_up)})"
+    # after a successful login the auto-database exists (PostgreSQL then refuses the name)
+    with pytest.raises(psycopg.OperationalError):
+        p.connect(dbname="nodb_authenticated")
+    names = {d["name"] for d in p.admin_dicts("SHOW DATABASES")}
+    assert "nodb_authenticated" in names
+    b.check()
