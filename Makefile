@@ -63,8 +63,8 @@ UNIT_BIN := $(patsubst test/unit/%.c,$(BUILD)/bin/%,$(UNIT_SRC))
 LOWER_LIBS := $(BUILD)/libha.a $(BUILD)/libdns.a $(BUILD)/libprotocol.a
 test_pooler_config_DEPS := pooler/ini.o pooler/userlist.o
 test_pooler_sbuf_DEPS := pooler/slab.o
-pooler_objs = $(BUILD)/pooler/$(patsubst test_pooler_%,%,$(1)).o $(BUILD)/pooler/log.o \
-	$(addprefix $(BUILD)/,$($(1)_DEPS))
+pooler_objs = $(sort $(BUILD)/pooler/$(patsubst test_pooler_%,%,$(1)).o $(BUILD)/pooler/log.o \
+	$(addprefix $(BUILD)/,$($(1)_DEPS)))
 libs_for = $(if $(findstring test_pooler_,$(1)),$(call pooler_objs,$(1)) $(LOWER_LIBS),\
 	$(if $(findstring test_ha_,$(1)),$(LOWER_LIBS),\
 	$(if $(findstring test_dns_,$(1)),$(BUILD)/libdns.a $(BUILD)/libprotocol.a,$(BUILD)/libprotocol.a)))

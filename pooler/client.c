@@ -209,6 +209,7 @@ static const User *client_auth_user(Client *c)
  */
 static bool client_send_auth_request(Client *c, uint32_t code, const void *data, size_t len)
 {
+	uint8_t tmp[256];
 	PktBuf pb;
 	bool ok;
 
@@ -216,7 +217,7 @@ static bool client_send_auth_request(Client *c, uint32_t code, const void *data,
 		disconnect_client(c, "08P01", "authentication message too long");
 		return false;
 	}
-	pktbuf_init(&pb, len + 16);
+	pktbuf_init_spill(&pb, tmp, sizeof(tmp));
 	pktbuf_write_auth_request(&pb, code, data, len);
 	if (pb.failed) {
 		pktbuf_cleanup(&pb);
@@ -1043,23 +1044,21 @@ void client_server_lost(Client *c, Server *s, const char *reason)
 	char msg[400];
 	bool mid_message = s->sbuf.pkt_remain || (s->sbuf.buf && s->sbuf.buf->done < s->sbuf.buf->scan);
 	int mode = pool_effective_mode(c->pool);
+	bool fatal = mode == POOL_SESSION || mid_message;
 	/* a closing reason of our own (08007: a deposed primary) says it all in <reason> */
 	const char *code = s->lost_sqlstate ? s->lost_sqlstate : "08006";
+	const char *what = s->lost_sqlstate ? ""
+			   : fatal	    ? "server connection crashed: "
+					    : "server closed the connection unexpectedly: ";
 
+	snprintf(msg, sizeof(msg), "%s%s", what, reason);
 	/* bytes scanned for the dead server must not reach the next one */
 	sbuf_drop_unflushed(&c->sbuf);
 	sbuf_unlink(&c->sbuf);
-	if (mode == POOL_SESSION || mid_message) {
-		if (s->lost_sqlstate)
-			disconnect_client(c, code, "%s", reason);
-		else
-			disconnect_client(c, code, "server connection crashed: %s", reason);
+	if (fatal) {
+		disconnect_client(c, code, "%s", msg);
 		return;
 	}
-	if (s->lost_sqlstate)
-		snprintf(msg, sizeof(msg), "%s", reason);
-	else
-		snprintf(msg, sizeof(msg), "server closed the connection unexpectedly: %s", reason);
 	/* in transaction mode only the transaction is lost: an ERROR, not a FATAL */
 	if (c->expected_z) {
 		uint8_t tmp[700];

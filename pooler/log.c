@@ -111,13 +111,14 @@ size_t log_escape(char *dst, size_t cap, const char *src)
 		return 0;
 	for (size_t i = 0; i < len;) {
 		char esc[4];
-		size_t n = utf8_seq_len(p + i, len - i), elen = 0;
+		size_t n = 1, elen = 0;
 
-		/* printable ASCII, and UTF-8 characters other than the C1 controls U+0080-U+009F */
+		/* printable ASCII (nearly every byte: no UTF-8 decoding for it), and UTF-8
+		 * characters other than the C1 controls U+0080-U+009F */
+		if (p[i] >= 0x80)
+			n = utf8_seq_len(p + i, len - i);
 		if ((p[i] >= 0x20 && p[i] < 0x7f) ||
-		    (n > 0 && !(p[i] == 0xc2 && p[i + 1] < 0xa0))) {
-			if (n == 0)
-				n = 1;
+		    (p[i] >= 0x80 && n > 0 && !(p[i] == 0xc2 && p[i + 1] < 0xa0))) {
 			if (o + n >= cap)
 				break;
 			memcpy(dst + o, p + i, n);

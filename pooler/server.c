@@ -631,10 +631,7 @@ static bool server_send_own_query(Server *s, const char *sql)
 	PktBuf pb;
 	bool ok;
 
-	if (strlen(sql) + 6 <= sizeof(tmp))
-		pktbuf_init_fixed(&pb, tmp, sizeof(tmp));
-	else
-		pktbuf_init(&pb, strlen(sql) + 6);
+	pktbuf_init_spill(&pb, tmp, sizeof(tmp));
 	pktbuf_write_query(&pb, sql);
 	ok = !pb.failed && sbuf_send(&s->sbuf, pb.buf, pb.len);
 	pktbuf_cleanup(&pb);
@@ -701,25 +698,24 @@ static void server_ps_link(Server *s)
 }
 
 /*
- * Apply the client's tracked parameters to the server before its traffic. varcache_build_sync()
- * records the values in the server's cache as it writes them, so a SET that is not sent must
- * not leave that record behind: on any failure the server is closed, and its cache with it.
- * Values are bounded by the startup packet and by the ParameterStatus messages they come from,
- * so the buffer grows as needed.
+ * Apply the client's tracked parameters to the server before its traffic (at every link, so
+ * the SQL is built on the stack unless it is long). varcache_build_sync() records the values in
+ * the server's cache as it writes them, so a SET that is not sent must not leave that record
+ * behind: on any failure the server is closed, and its cache with it. Values are bounded by the
+ * startup packet and by the ParameterStatus messages they come from.
  */
 void server_sync_params(Server *s, Client *c)
 {
+	uint8_t tmp[1024];
 	PktBuf sql;
 
 	server_ps_link(s);
 	if (s->state == SV_JUSTFREE)
 		return;
 
-	pktbuf_init(&sql, 512);
-	if (varcache_build_sync(&c->vars, &s->vars, &sql) == 0) {
-		pktbuf_cleanup(&sql);
+	pktbuf_init_spill(&sql, tmp, sizeof(tmp));
+	if (varcache_build_sync(&c->vars, &s->vars, &sql) == 0)
 		return;
-	}
 	pktbuf_put_u8(&sql, 0);
 	if (sql.failed || !server_send_own_query(s, (const char *)sql.buf))
 		disconnect_server(s, "could not send the SET of tracked parameters");

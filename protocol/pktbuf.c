@@ -27,9 +27,17 @@ void pktbuf_init_fixed(PktBuf *pb, uint8_t *storage, size_t cap)
 	pb->fixed = true;
 }
 
+void pktbuf_init_spill(PktBuf *pb, uint8_t *storage, size_t cap)
+{
+	memset(pb, 0, sizeof(*pb));
+	pb->buf = storage;
+	pb->cap = cap;
+	pb->borrowed = true;
+}
+
 void pktbuf_cleanup(PktBuf *pb)
 {
-	if (!pb->fixed)
+	if (!pb->fixed && !pb->borrowed)
 		free(pb->buf);
 	pb->buf = NULL;
 	pb->cap = pb->len = 0;
@@ -59,10 +67,15 @@ static bool pktbuf_reserve(PktBuf *pb, size_t need)
 	newcap = pb->cap ? pb->cap : 256;
 	while (newcap < pb->len + need)
 		newcap *= 2;
-	nb = realloc(pb->buf, newcap);
+	nb = pb->borrowed ? malloc(newcap) : realloc(pb->buf, newcap);
 	if (!nb) {
 		pb->failed = true;
 		return false;
+	}
+	if (pb->borrowed) {
+		if (pb->len)
+			memcpy(nb, pb->buf, pb->len);
+		pb->borrowed = false;
 	}
 	pb->buf = nb;
 	pb->cap = newcap;

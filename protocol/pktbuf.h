@@ -17,11 +17,15 @@ typedef struct PktBuf {
 	size_t msg_start;  /* offset of the length field of the message being built */
 	bool failed;	   /* an allocation failed; contents are unusable */
 	bool fixed;	   /* buf is caller-owned and must not grow */
+	bool borrowed;	   /* buf is caller-owned until it must grow (pktbuf_init_spill) */
 } PktBuf;
 
 void pktbuf_init(PktBuf *pb, size_t initial);
 /* Use caller-owned storage that never grows; overflow sets `failed`. */
 void pktbuf_init_fixed(PktBuf *pb, uint8_t *storage, size_t cap);
+/* Start in caller-owned storage (a stack buffer) and move to the heap only if the message
+ * outgrows it: no allocation in the common case, no size limit in the rare one. */
+void pktbuf_init_spill(PktBuf *pb, uint8_t *storage, size_t cap);
 void pktbuf_cleanup(PktBuf *pb);
 void pktbuf_reset(PktBuf *pb);
 

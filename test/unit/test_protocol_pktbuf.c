@@ -197,6 +197,37 @@ static void test_growth(void **state)
 	pktbuf_cleanup(&pb);
 }
 
+/* A spill buffer stays in its storage while messages fit, moves to the heap (with what it
+ * held) when one does not, and never writes past the storage. */
+static void test_spill(void **state)
+{
+	uint8_t storage[32];
+	char big[100];
+	PktBuf pb;
+
+	memset(storage, 0xaa, sizeof(storage));
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	pktbuf_init_spill(&pb, storage, 16);
+	pktbuf_write_ready(&pb, 'I');
+	assert_false(pb.failed);
+	assert_ptr_equal(pb.buf, storage);
+	pktbuf_write_query(&pb, big);
+	assert_false(pb.failed);
+	assert_ptr_not_equal(pb.buf, storage);
+	assert_int_equal(pb.len, 6 + 5 + sizeof(big));
+	assert_memory_equal(pb.buf, "Z\0\0\0\x05I", 6);
+	assert_memory_equal(pb.buf + 11, big, sizeof(big));
+	for (size_t i = 16; i < sizeof(storage); i++)
+		assert_int_equal(storage[i], 0xaa);
+	pktbuf_cleanup(&pb); /* frees the heap copy, not the storage (ASan checks) */
+
+	pktbuf_init_spill(&pb, storage, sizeof(storage));
+	pktbuf_write_query(&pb, "SELECT 1");
+	assert_ptr_equal(pb.buf, storage);
+	pktbuf_cleanup(&pb);
+}
+
 /* A fixed buffer never writes past its storage; overflow is sticky until reset. */
 static void test_fixed_overflow(void **state)
 {
@@ -262,6 +293,7 @@ int main(void)
 	    cmocka_unit_test(test_startup_packet_roundtrip),
 	    cmocka_unit_test(test_several_messages),
 	    cmocka_unit_test(test_growth),
+	    cmocka_unit_test(test_spill),
 	    cmocka_unit_test(test_fixed_overflow),
 	    cmocka_unit_test(test_fixed_error_overflow),
 	};
